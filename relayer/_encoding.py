@@ -1,0 +1,101 @@
+"""Turning user input into the bytes Kafka gets: JSON values, keys, topic names.
+
+Each function here either returns bytes (or a valid name) or raises a
+:class:`~relayer.exceptions.RelayerError` subclass that says what was wrong.
+They run on the hot path, so the common case comes first and costs one type
+check.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Optional, Union
+
+import orjson
+
+from .exceptions import (
+    InvalidPartitionKeyError,
+    InvalidTopicError,
+    NonJSONSerializableMessageError,
+    UnsupportedPartitionKeyTypeError,
+)
+
+PartitionKey = Union[str, bytes, uuid.UUID, None]
+"""What ``emit`` accepts as ``partition_key``."""
+
+_dumps = orjson.dumps
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
+_TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def dumps(obj: Any, what: str = "message") -> bytes:
+    """Encode ``obj`` as compact JSON bytes with orjson.
+
+    Dicts with non-string keys (``{1: "a"}``) are accepted the way the
+    standard ``json`` module accepts them; orjson refuses them by default, so
+    they take a second, slower pass only when the first one fails.
+
+    :raises NonJSONSerializableMessageError: ``obj`` cannot be encoded; the
+        orjson error is its ``__cause__``.
+    """
+    try:
+        return _dumps(obj)
+    except TypeError as first:
+        try:
+            return _dumps(obj, option=_NON_STR_KEYS)
+        except TypeError:
+            pass
+        raise NonJSONSerializableMessageError(
+            f"the {what} is not JSON serializable: {first}"
+        ) from first
+
+
+def encode_key(key: PartitionKey) -> Optional[bytes]:
+    """Return the message-key bytes of a partition key.
+
+    ``str`` is encoded as UTF-8, ``bytes`` is used as it is, a
+    ``uuid.UUID`` gives its 16 raw bytes, ``None`` means no key.
+
+    :raises UnsupportedPartitionKeyTypeError: any other type.
+    :raises InvalidPartitionKeyError: a ``str`` that is not valid Unicode
+        (lone surrogates).
+    """
+    cls = type(key)
+    if cls is str:
+        try:
+            return key.encode()  # type: ignore[union-attr]
+        except UnicodeEncodeError as exc:
+            raise InvalidPartitionKeyError(
+                f"partition key {key!r} cannot be encoded as UTF-8: {exc}"
+            ) from exc
+    if cls is bytes or key is None:
+        return key  # type: ignore[return-value]
+    if isinstance(key, uuid.UUID):
+        return key.bytes
+    if isinstance(key, (str, bytes)):  # subclasses
+        return encode_key(str(key) if isinstance(key, str) else bytes(key))
+    raise UnsupportedPartitionKeyTypeError(
+        f"partition key must be a str, bytes, uuid.UUID or None, "
+        f"not {type(key).__name__} ({key!r})"
+    )
+
+
+def topic_name(prefix: str, name: object, suffix: str) -> str:
+    """Return ``prefix + name + suffix`` once it is checked to be a valid topic.
+
+    :raises InvalidTopicError: ``name`` is not a string, or the full name is
+        one Kafka would reject.
+    """
+    if not isinstance(name, str):
+        raise InvalidTopicError(
+            f"a topic or event type must be a str, not {type(name).__name__} ({name!r})"
+        )
+    topic = prefix + name + suffix
+    if not _TOPIC_RE.fullmatch(topic) or topic in (".", ".."):
+        raise InvalidTopicError(
+            f"{topic!r} is not a valid Kafka topic name: it needs 1 to 249 "
+            f"characters from [a-zA-Z0-9._-] (after prefix {prefix!r} and "
+            f"suffix {suffix!r})"
+        )
+    return topic

@@ -1,0 +1,278 @@
+"""The one place that talks to confluent-kafka.
+
+:class:`DeliveryProducer` wraps a ``confluent_kafka.Producer`` so that
+producing never blocks the caller and never raises because Kafka is slow or
+down, and so that every message is accounted for:
+
+- the librdkafka handle is built lazily, in the process that first produces,
+  so a relayer built before ``os.fork()`` (gunicorn ``--preload``) builds a
+  fresh one in each child;
+- a daemon thread polls it, which serves delivery reports, errors and
+  librdkafka's own logs (see confluent-kafka's ``examples/producer.py``);
+- a message librdkafka cannot queue (buffer full) is dropped and counted;
+  failed deliveries are counted by reason; both are reported on the
+  ``relayer`` logger at most once per ``report_interval``;
+- :meth:`close` flushes with a bounded wait and reports what was lost; an
+  ``atexit`` hook closes every live producer.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Dict, Mapping, Optional, Set
+
+import confluent_kafka
+
+logger = logging.getLogger("relayer")
+
+#: librdkafka settings relayer uses unless ``producer_opts`` overrides them.
+DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
+    # acks=all, retries without duplicates, per-partition order kept.
+    "enable.idempotence": True,
+    # JSON compresses well; lz4 costs the least CPU of the codecs.
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    # The Java client's partitioner: a key lands on the same partition
+    # whichever client (or the original, kafka-python based relayer) wrote it.
+    "partitioner": "murmur2_random",
+    # A bounded buffer: past either limit new messages are dropped and counted.
+    "queue.buffering.max.messages": 100_000,
+    "queue.buffering.max.kbytes": 65_536,
+    "client.id": "relayer",
+}
+
+DeliveryErrorCallback = Callable[[confluent_kafka.KafkaError, str, Optional[bytes]], None]
+
+
+class _Accounts:
+    """Counters shared with librdkafka's callbacks (kept apart from the
+    producer so that the librdkafka handle holds no reference back to it)."""
+
+    def __init__(self, on_delivery_error: Optional[DeliveryErrorCallback]) -> None:
+        self.lock = threading.Lock()
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+        self.unreported: Counter[str] = Counter()
+        self.on_delivery_error = on_delivery_error
+
+    def on_delivery(self, err: Optional[confluent_kafka.KafkaError], msg: Any) -> None:
+        if err is None:
+            with self.lock:
+                self.delivered += 1
+            return
+        with self.lock:
+            self.failed += 1
+            self.unreported[f"failed ({err.str()})"] += 1
+        callback = self.on_delivery_error
+        if callback is not None:
+            try:
+                callback(err, msg.topic(), msg.key())
+            except Exception:
+                logger.exception("relayer: on_delivery_error callback raised")
+
+    def on_error(self, err: confluent_kafka.KafkaError) -> None:
+        with self.lock:
+            self.unreported[f"client error ({err.str()})"] += 1
+
+    def drop(self, reason: str) -> None:
+        with self.lock:
+            self.dropped += 1
+            self.unreported[f"dropped ({reason})"] += 1
+
+    def report(self) -> None:
+        """Log, in one line, what failed or was dropped since the last report."""
+        with self.lock:
+            unreported, self.unreported = self.unreported, Counter()
+        if unreported:
+            logger.warning(
+                "relayer: messages not delivered since the last report: %s",
+                ", ".join(f"{n} {why}" for why, n in unreported.most_common()),
+            )
+
+
+class DeliveryProducer:
+    """A fork-safe, never-blocking, accounted wrapper of ``confluent_kafka.Producer``."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        shutdown_timeout: float = 5.0,
+        report_interval: float = 10.0,
+        on_delivery_error: Optional[DeliveryErrorCallback] = None,
+    ) -> None:
+        self._config = {**DEFAULT_PRODUCER_CONFIG, **config}
+        self.shutdown_timeout = shutdown_timeout
+        self.report_interval = report_interval
+        self._on_delivery_error = on_delivery_error
+        self._init_process_state()
+        _live.add(self)
+
+    def _init_process_state(self) -> None:
+        self._rdk: Optional[confluent_kafka.Producer] = None
+        self._build_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: Optional[threading.Thread] = None
+        self._accounts = _Accounts(self._on_delivery_error)
+        self._closed = False
+
+    # -- producing ---------------------------------------------------------
+
+    def produce(self, topic: str, value: bytes, key: Optional[bytes] = None) -> None:
+        """Queue one message; never blocks, never raises for Kafka's sake.
+
+        A message that cannot be queued (buffer full, producer closed) is
+        dropped and counted.
+        """
+        rdk = self._rdk
+        if rdk is None:
+            rdk = self._build()
+            if rdk is None:
+                self._accounts.drop("producer closed")
+                return
+        try:
+            rdk.produce(topic, value, key)
+        except BufferError:
+            self._accounts.drop("buffer full")
+        except confluent_kafka.KafkaException as exc:
+            self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
+
+    def _build(self) -> Optional[confluent_kafka.Producer]:
+        with self._build_lock:
+            if self._rdk is None and not self._closed:
+                accounts = self._accounts
+                config = {
+                    **self._config,
+                    "on_delivery": accounts.on_delivery,
+                    "error_cb": accounts.on_error,
+                    "logger": logging.getLogger("relayer.librdkafka"),
+                }
+                rdk = confluent_kafka.Producer(config)
+                self._poller = threading.Thread(
+                    target=_poll_forever,
+                    args=(rdk, accounts, self._stop, self.report_interval),
+                    name="relayer-poller",
+                    daemon=True,
+                )
+                self._poller.start()
+                self._rdk = rdk
+            return self._rdk
+
+    # -- delivery ------------------------------------------------------------
+
+    def pending(self) -> int:
+        """How many messages are queued or in flight, not yet reported."""
+        rdk = self._rdk
+        return len(rdk) if rdk is not None else 0
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for delivery; return how many are still pending."""
+        rdk = self._rdk
+        if rdk is None:
+            return 0
+        return int(rdk.flush(timeout))
+
+    def stats(self) -> Dict[str, int]:
+        """Counts of this process's messages; see :meth:`relayer.Relayer.stats`."""
+        accounts = self._accounts
+        pending = self.pending()
+        with accounts.lock:
+            delivered, failed, dropped = accounts.delivered, accounts.failed, accounts.dropped
+        return {
+            "produced": delivered + failed + dropped + pending,
+            "delivered": delivered,
+            "failed": failed,
+            "dropped": dropped,
+            "pending": pending,
+        }
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Flush for at most ``timeout`` seconds (default: ``shutdown_timeout``),
+        stop the poller, and give up on what is left.
+
+        Returns how many messages were lost. Idempotent; producing after
+        ``close`` drops (and counts) the message.
+        """
+        with self._build_lock:
+            if self._closed:
+                return 0
+            self._closed = True
+            rdk = self._rdk
+        _live.discard(self)
+        if rdk is None:
+            return 0
+        remaining = int(rdk.flush(self.shutdown_timeout if timeout is None else timeout))
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+        if remaining:
+            # Purged messages get a delivery report (_PURGE_QUEUE), so they
+            # are counted as failed; serve those reports before reporting.
+            rdk.purge()
+            rdk.flush(0)
+            logger.error(
+                "relayer: %d message(s) could not be delivered in time and are lost",
+                remaining,
+            )
+        self._accounts.report()
+        return remaining
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("started" if self._rdk else "idle")
+        servers = self._config.get("bootstrap.servers")
+        return f"<DeliveryProducer {state} bootstrap.servers={servers!r}>"
+
+
+def _poll_forever(
+    rdk: confluent_kafka.Producer,
+    accounts: _Accounts,
+    stop: threading.Event,
+    report_interval: float,
+) -> None:
+    next_report = time.monotonic() + report_interval
+    while not stop.is_set():
+        rdk.poll(0.1)
+        if accounts.unreported and time.monotonic() >= next_report:
+            accounts.report()
+            next_report = time.monotonic() + report_interval
+
+
+# -- process-wide handling: exit and fork ---------------------------------
+
+#: Producers not closed yet. Strong references on purpose: a relayer dropped
+#: without ``close()`` is still flushed at exit rather than lost.
+_live: Set[DeliveryProducer] = set()
+
+
+def _close_all_at_exit() -> None:
+    for producer in list(_live):
+        try:
+            producer.close()
+        except Exception:  # pragma: no cover - never break interpreter exit
+            logger.exception("relayer: error while closing a producer at exit")
+
+
+def _forget_parent_producers() -> None:
+    """In a forked child, drop the parent's librdkafka handles.
+
+    Their threads did not survive the fork, so they can neither deliver nor
+    be destroyed safely (destroying one joins threads that do not exist):
+    each is leaked on purpose, and the child builds its own on first use.
+    """
+    for producer in list(_live):
+        rdk = producer._rdk
+        if rdk is not None:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(rdk))
+        producer._init_process_state()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_producers)

@@ -1,0 +1,339 @@
+"""The :class:`Relayer`: emit events, log lines, write one record per unit of work."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
+
+import orjson
+
+from ._encoding import PartitionKey, dumps, encode_key, topic_name
+from ._producer import DeliveryErrorCallback, DeliveryProducer
+from ._scope import Fragment, Scope, current_scope, log_line_dict, utc
+from .exceptions import ConfigurationError, InvalidLogMessageError
+
+logger = logging.getLogger("relayer")
+
+_DEBUG = logging.DEBUG
+_UTC = timezone.utc
+_now = datetime.now
+_time = time.time
+_orjson_dumps = orjson.dumps
+
+#: Topic names checked once are remembered, up to this many.
+_TOPIC_CACHE_SIZE = 1024
+
+LogMessage = Union[str, Mapping[str, Any]]
+
+
+class Relayer:
+    """Emits JSON events to Kafka and relays one aggregated record per unit of work.
+
+    :param logging_topic: topic of the aggregated records (prefix and suffix
+        are applied to it too).
+    :param kafka_hosts: ``"host:port"``, a comma-separated string of them, or
+        a list of them. Required unless ``producer_opts`` has
+        ``bootstrap.servers``.
+    :param topic_prefix: prepended to every topic name.
+    :param topic_suffix: appended to every topic name.
+    :param source: the ``source`` field of events and records; defaults to
+        ``topic_prefix + logging_topic + topic_suffix``.
+    :param producer_opts: librdkafka settings, passed through to
+        ``confluent_kafka.Producer`` over relayer's defaults
+        (:data:`relayer.DEFAULT_PRODUCER_CONFIG`).
+    :param shutdown_timeout: seconds :meth:`close` (and interpreter exit)
+        waits for pending messages before giving them up.
+    :param on_delivery_error: called as ``(error, topic, key)`` for each
+        message Kafka could not take, from the poller thread.
+
+    :raises ConfigurationError: a setting is missing or invalid.
+    :raises InvalidTopicError: the logging topic is not a valid topic name.
+    """
+
+    def __init__(
+        self,
+        logging_topic: str,
+        kafka_hosts: Union[str, Iterable[str], None] = None,
+        topic_prefix: str = "",
+        topic_suffix: str = "",
+        source: Optional[str] = None,
+        producer_opts: Optional[Mapping[str, Any]] = None,
+        *,
+        shutdown_timeout: float = 5.0,
+        on_delivery_error: Optional[DeliveryErrorCallback] = None,
+    ) -> None:
+        if not isinstance(topic_prefix, str) or not isinstance(topic_suffix, str):
+            raise ConfigurationError("topic_prefix and topic_suffix must be strings")
+        if not isinstance(logging_topic, str) or not logging_topic:
+            raise ConfigurationError(
+                f"logging_topic must be a non-empty string, not {logging_topic!r}"
+            )
+        config = dict(producer_opts or {})
+        servers = _bootstrap_servers(kafka_hosts)
+        if servers:
+            config["bootstrap.servers"] = servers
+        elif not config.get("bootstrap.servers"):
+            raise ConfigurationError(
+                "kafka_hosts is required: pass kafka_hosts='host:port' (or a list "
+                "of them), set KAFKA_HOSTS in the Flask config, or put "
+                "'bootstrap.servers' in producer_opts"
+            )
+        if shutdown_timeout < 0:
+            raise ConfigurationError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
+
+        self.logging_topic = logging_topic
+        self.topic_prefix = topic_prefix
+        self.topic_suffix = topic_suffix
+        self.source = topic_prefix + logging_topic + topic_suffix if source is None else source
+        self.record_topic = topic_name(topic_prefix, logging_topic, topic_suffix)
+        self._topics: Dict[Any, str] = {}
+        self._producer = DeliveryProducer(
+            config, shutdown_timeout=shutdown_timeout, on_delivery_error=on_delivery_error
+        )
+
+    # -- the public calls ------------------------------------------------------
+
+    def emit(
+        self,
+        event_type: str,
+        event_subtype: Any,
+        payload: Any,
+        partition_key: PartitionKey = None,
+    ) -> None:
+        """Produce an event to topic ``prefix + event_type + suffix`` at once.
+
+        The message is the JSON object ``{source, event_type, event_subtype,
+        payload, timestamp}``; inside a unit of work it is also added to its
+        record's ``lines``. Messages with the same ``partition_key`` (``str``,
+        ``bytes`` or ``uuid.UUID``) land on the same partition.
+
+        Never blocks and never raises because of Kafka; raises a
+        :class:`~relayer.RelayerError` (and produces nothing) on bad input:
+
+        :raises InvalidTopicError: ``event_type`` makes an invalid topic name.
+        :raises UnsupportedPartitionKeyTypeError: the key has another type.
+        :raises NonJSONSerializableMessageError: the payload is not JSON.
+        """
+        self._emit(current_scope(), event_type, event_subtype, payload, partition_key)
+
+    def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
+        """Produce ``message``, as JSON, to topic ``prefix + topic + suffix``.
+
+        Like :meth:`emit` without the envelope: the message is sent as it is.
+        """
+        self._emit_raw(current_scope(), topic, message, partition_key)
+
+    def log(self, log_level: str, message: LogMessage) -> None:
+        """Add a line to the current unit of work's record.
+
+        ``log_level`` is any string (``"info"``, ``"warning"``…);
+        ``message`` is a string or a JSON-serializable dict, copied as it is
+        now. Outside a unit of work there is no record to add to, so the line
+        is sent at once to the logging topic as a record of its own
+        (``{source, logging_topic, date, lines: [line]}``): it is never
+        dropped silently.
+
+        :raises InvalidLogMessageError: the level is not a string, or the
+            message is neither a string nor a dict.
+        :raises NonJSONSerializableMessageError: a dict message is not JSON.
+        """
+        self._log(current_scope(), log_level, message)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for delivery; return how many
+        messages are still undelivered (0 when all were delivered)."""
+        return self._producer.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Flush for at most ``timeout`` seconds (default ``shutdown_timeout``)
+        and release the producer; return how many messages were lost.
+
+        Called for every open relayer at interpreter exit. Idempotent.
+        """
+        return self._producer.close(timeout)
+
+    def stats(self) -> Dict[str, int]:
+        """Delivery counts of this process: ``produced``, ``delivered``,
+        ``failed``, ``dropped`` and ``pending``.
+
+        ``produced == delivered + failed + dropped + pending`` always holds.
+        """
+        return self._producer.stats()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Relayer logging_topic={self.logging_topic!r} prefix={self.topic_prefix!r} "
+            f"suffix={self.topic_suffix!r} {self._producer!r}>"
+        )
+
+    # -- the unit of work --------------------------------------------------------
+
+    def open_scope(self) -> Scope:
+        """Start a unit of work; framework layers make it current and pass it
+        to :meth:`write_record` when it ends."""
+        return Scope(self)
+
+    def write_record(self, scope: Scope, fields: Mapping[str, Any]) -> None:
+        """Produce the aggregated record of ``scope`` to the logging topic.
+
+        ``fields`` (request or call metadata) go between ``date`` and
+        ``lines``. Never raises: this runs as a request ends, where an error
+        would hurt the service, so a failure is logged instead.
+        """
+        try:
+            record = {
+                "source": self.source,
+                "logging_topic": self.logging_topic,
+                "date": utc(scope.started),
+                **fields,
+                "lines": scope.rendered_lines(),
+            }
+            self._send(self.record_topic, dumps(record, "record"), None)
+        except Exception:
+            logger.exception("relayer: could not write the record of a unit of work")
+
+    # -- the work behind the public calls (also used by ScopedRelayer) ----------
+
+    def _emit(
+        self,
+        scope: Optional[Scope],
+        event_type: str,
+        event_subtype: Any,
+        payload: Any,
+        partition_key: PartitionKey,
+    ) -> None:
+        try:
+            topic = self._topics[event_type]
+        except (KeyError, TypeError):
+            topic = self._topic(event_type)
+        key = None if partition_key is None else encode_key(partition_key)
+        envelope = {
+            "source": self.source,
+            "event_type": event_type,
+            "event_subtype": event_subtype,
+            "payload": payload,
+            "timestamp": _now(_UTC),
+        }
+        try:
+            value = _orjson_dumps(envelope)
+        except TypeError:
+            value = dumps(envelope, f"event {event_type!r}/{event_subtype!r}")
+        self._send(topic, value, key)
+        if scope is not None:
+            scope.lines.append(Fragment(value))
+
+    def _emit_raw(
+        self, scope: Optional[Scope], topic: str, message: Any, partition_key: PartitionKey
+    ) -> None:
+        try:
+            full_topic = self._topics[topic]
+        except (KeyError, TypeError):
+            full_topic = self._topic(topic)
+        key = None if partition_key is None else encode_key(partition_key)
+        value = dumps(message, f"message for topic {full_topic!r}")
+        self._send(full_topic, value, key)
+        if scope is not None:
+            scope.lines.append(Fragment(value))
+
+    def _log(self, scope: Optional[Scope], log_level: str, message: LogMessage) -> None:
+        if type(log_level) is not str and not isinstance(log_level, str):
+            raise InvalidLogMessageError(
+                f"log_level must be a str, not {type(log_level).__name__} ({log_level!r})"
+            )
+        payload: Union[str, orjson.Fragment]
+        if type(message) is str:
+            payload = message
+        elif isinstance(message, Mapping):
+            payload = Fragment(
+                dumps(message if type(message) is dict else dict(message), "log message")
+            )
+        elif isinstance(message, str):
+            payload = str(message)
+        else:
+            raise InvalidLogMessageError(
+                f"a log message must be a str or a dict, not {type(message).__name__}"
+            )
+        line = (log_level, payload, _time())
+        if scope is not None:
+            scope.lines.append(line)
+            return
+        record = {
+            "source": self.source,
+            "logging_topic": self.logging_topic,
+            "date": utc(line[2]),
+            "lines": [log_line_dict(line)],
+        }
+        self._send(self.record_topic, dumps(record, "record"), None)
+
+    def _send(self, topic: str, value: bytes, key: Optional[bytes]) -> None:
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("relayer: producing to %s (key=%r): %s", topic, key, value.decode())
+        self._producer.produce(topic, value, key)
+
+    def _topic(self, name: Any) -> str:
+        topic = topic_name(self.topic_prefix, name, self.topic_suffix)
+        if len(self._topics) < _TOPIC_CACHE_SIZE:
+            self._topics[name] = topic
+        return topic
+
+
+def _bootstrap_servers(kafka_hosts: Union[str, Iterable[str], None]) -> str:
+    if kafka_hosts is None:
+        return ""
+    if isinstance(kafka_hosts, str):
+        hosts = [h.strip() for h in kafka_hosts.split(",")]
+    else:
+        try:
+            hosts = [h.strip() for h in kafka_hosts]
+        except (TypeError, AttributeError):
+            raise ConfigurationError(
+                f"kafka_hosts must be 'host:port' or a list of them, not {kafka_hosts!r}"
+            ) from None
+    if not all(hosts):
+        raise ConfigurationError(f"kafka_hosts has an empty entry: {kafka_hosts!r}")
+    return ",".join(hosts)
+
+
+class ScopedRelayer:
+    """A relayer bound to one unit of work (what the RPC decorator injects).
+
+    Its lines go to that unit of work even from threads the call starts,
+    where the context variable is not set.
+    """
+
+    __slots__ = ("instance", "scope")
+
+    def __init__(self, instance: Relayer, scope: Scope) -> None:
+        self.instance = instance
+        self.scope = scope
+
+    def emit(
+        self,
+        event_type: str,
+        event_subtype: Any,
+        payload: Any,
+        partition_key: PartitionKey = None,
+    ) -> None:
+        """:meth:`Relayer.emit`, recorded in this unit of work."""
+        self.instance._emit(self.scope, event_type, event_subtype, payload, partition_key)
+
+    def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
+        """:meth:`Relayer.emit_raw`, recorded in this unit of work."""
+        self.instance._emit_raw(self.scope, topic, message, partition_key)
+
+    def log(self, log_level: str, message: LogMessage) -> None:
+        """:meth:`Relayer.log`, recorded in this unit of work."""
+        self.instance._log(self.scope, log_level, message)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """:meth:`Relayer.flush`."""
+        return self.instance.flush(timeout)
+
+    def stats(self) -> Dict[str, int]:
+        """:meth:`Relayer.stats`."""
+        return self.instance.stats()
+
+    def __repr__(self) -> str:
+        return f"<ScopedRelayer of {self.instance!r}>"

@@ -1,0 +1,161 @@
+"""The Flask extension: one record per request, ``emit``/``log`` from any view.
+
+.. code-block:: python
+
+    relayer = FlaskRelayer()                      # extensions.py
+    relayer.init_app(app, "logging_topic", kafka_hosts="kafka:9092")
+
+    @app.post("/")
+    def create():
+        relayer.emit("entity_created", "root", {"id": 10})
+
+``init_app`` wraps ``app.wsgi_app`` in :class:`relayer.wsgi.RelayerMiddleware`
+and keeps the app's :class:`~relayer.Relayer` in ``app.extensions["relayer"]``;
+the extension object itself holds no app, so one object serves any number
+of apps (the application-factory pattern).
+
+Settings not passed to ``init_app`` are read once from ``app.config``:
+``KAFKA_HOSTS`` (as in the original README) or ``RELAYER_KAFKA_HOSTS``,
+``RELAYER_LOGGING_TOPIC``, ``RELAYER_TOPIC_PREFIX``, ``RELAYER_TOPIC_SUFFIX``,
+``RELAYER_SOURCE``, ``RELAYER_PRODUCER_OPTS`` and ``RELAYER_SHUTDOWN_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional, Union
+
+from flask import Flask, current_app
+
+from .._encoding import PartitionKey
+from .._relayer import LogMessage, Relayer
+from .._scope import current_scope
+from ..exceptions import ConfigurationError, OutsideUnitOfWorkError
+from ..wsgi import RelayerMiddleware
+
+__all__ = ["FlaskRelayer"]
+
+EXTENSION_KEY = "relayer"
+
+_CONFIG_KEYS = {
+    "topic_prefix": "RELAYER_TOPIC_PREFIX",
+    "topic_suffix": "RELAYER_TOPIC_SUFFIX",
+    "source": "RELAYER_SOURCE",
+    "producer_opts": "RELAYER_PRODUCER_OPTS",
+    "shutdown_timeout": "RELAYER_SHUTDOWN_TIMEOUT",
+}
+
+
+class FlaskRelayer:
+    """Flask extension that relays events and one record per request to Kafka.
+
+    :param app: initialise it for this app at once (else call :meth:`init_app`).
+    :param logging_topic: see :meth:`init_app`.
+    :param kafka_hosts: see :meth:`init_app`.
+    :param kwargs: any other :class:`~relayer.Relayer` keyword.
+    """
+
+    def __init__(
+        self,
+        app: Optional[Flask] = None,
+        logging_topic: Optional[str] = None,
+        kafka_hosts: Union[str, Iterable[str], None] = None,
+        **kwargs: Any,
+    ) -> None:
+        if app is not None:
+            self.init_app(app, logging_topic, kafka_hosts, **kwargs)
+
+    def init_app(
+        self,
+        app: Flask,
+        logging_topic: Optional[str] = None,
+        kafka_hosts: Union[str, Iterable[str], None] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Build the app's :class:`~relayer.Relayer` and make each request a unit of work.
+
+        :param logging_topic: topic of the per-request records (default:
+            ``app.config["RELAYER_LOGGING_TOPIC"]``).
+        :param kafka_hosts: ``"host:port"`` or a list of them (default:
+            ``app.config["KAFKA_HOSTS"]``, then ``RELAYER_KAFKA_HOSTS``).
+        :raises ConfigurationError: the app was already initialised, or a
+            setting is missing or invalid.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError(
+                f"relayer is already initialised on app {app.name!r}: call "
+                "init_app once per app (create the FlaskRelayer in extensions.py "
+                "and call init_app from your app factory)"
+            )
+        config = app.config
+        if logging_topic is None:
+            logging_topic = config.get("RELAYER_LOGGING_TOPIC")
+        if kafka_hosts is None:
+            kafka_hosts = config.get("KAFKA_HOSTS") or config.get("RELAYER_KAFKA_HOSTS")
+        for argument, key in _CONFIG_KEYS.items():
+            if argument not in kwargs and key in config:
+                kwargs[argument] = config[key]
+        if logging_topic is None:
+            raise ConfigurationError(
+                "logging_topic is required: init_app(app, 'logging_topic', ...) "
+                "or app.config['RELAYER_LOGGING_TOPIC']"
+            )
+
+        relayer = Relayer(logging_topic, kafka_hosts, **kwargs)
+        app.wsgi_app = RelayerMiddleware(app.wsgi_app, relayer=relayer)  # type: ignore[method-assign]
+        app.extensions[EXTENSION_KEY] = relayer
+
+    # -- the calls views make --------------------------------------------------
+
+    def emit(
+        self,
+        event_type: str,
+        event_subtype: Any,
+        payload: Any,
+        partition_key: PartitionKey = None,
+    ) -> None:
+        """:meth:`relayer.Relayer.emit` on the current app's relayer."""
+        scope = current_scope()
+        relayer = scope.relayer if scope is not None else self._app_relayer()
+        relayer._emit(scope, event_type, event_subtype, payload, partition_key)
+
+    def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
+        """:meth:`relayer.Relayer.emit_raw` on the current app's relayer."""
+        scope = current_scope()
+        relayer = scope.relayer if scope is not None else self._app_relayer()
+        relayer._emit_raw(scope, topic, message, partition_key)
+
+    def log(self, log_level: str, message: LogMessage) -> None:
+        """:meth:`relayer.Relayer.log` on the current app's relayer."""
+        scope = current_scope()
+        relayer = scope.relayer if scope is not None else self._app_relayer()
+        relayer._log(scope, log_level, message)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """:meth:`relayer.Relayer.flush` on the current app's relayer."""
+        return self.instance.flush(timeout)
+
+    def stats(self) -> Dict[str, int]:
+        """:meth:`relayer.Relayer.stats` of the current app's relayer."""
+        return self.instance.stats()
+
+    @property
+    def instance(self) -> Relayer:
+        """The :class:`~relayer.Relayer` of the app of the current request or
+        app context."""
+        scope = current_scope()
+        return scope.relayer if scope is not None else self._app_relayer()
+
+    def _app_relayer(self) -> Relayer:
+        try:
+            return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except RuntimeError:
+            raise OutsideUnitOfWorkError(
+                "FlaskRelayer was used outside a request and outside an app "
+                "context: use it in a view, or within 'with app.app_context():'"
+            ) from None
+        except KeyError:
+            raise ConfigurationError(
+                f"relayer is not initialised on app {current_app.name!r}: "
+                "call relayer.init_app(app, ...) first"
+            ) from None
+

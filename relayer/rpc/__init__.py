@@ -1,0 +1,116 @@
+"""The RPC decorator: one record per call of a decorated function or method.
+
+.. code-block:: python
+
+    rpc_relayer = make_rpc_relayer("logging_topic", kafka_hosts="kafka:9092")
+
+    class RPCHandler:
+        @rpc_relayer
+        def service_method(self, some_argument, relayer=None):
+            relayer.emit("entity_created", "root", {"id": 10})
+
+Each call gets its own scope (per thread, per asyncio task) and is handed a
+:class:`~relayer.ScopedRelayer` as ``relayer=``; all calls share one
+thread-safe producer.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Dict, Iterable, Optional, TypeVar, Union, cast
+
+from .._relayer import Relayer, ScopedRelayer
+from .._scope import Scope, enter, leave
+
+__all__ = ["RPCRelayer", "make_rpc_relayer"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RPCRelayer:
+    """The decorator :func:`make_rpc_relayer` returns.
+
+    ``instance`` is the underlying :class:`~relayer.Relayer`.
+    """
+
+    def __init__(self, instance: Relayer) -> None:
+        self.instance = instance
+
+    def __call__(self, func: F) -> F:
+        """Decorate ``func``: each call is a unit of work and gets ``relayer=``."""
+        instance = self.instance
+        service = func.__qualname__
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_call(*args: Any, **kwargs: Any) -> Any:
+                scope = Scope(instance)
+                kwargs["relayer"] = ScopedRelayer(instance, scope)
+                token = enter(scope)
+                error = None
+                try:
+                    return await func(*args, **kwargs)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    leave(token)
+                    _write_record(instance, scope, service, error)
+
+            return cast(F, async_call)
+
+        @functools.wraps(func)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            scope = Scope(instance)
+            kwargs["relayer"] = ScopedRelayer(instance, scope)
+            token = enter(scope)
+            error = None
+            try:
+                return func(*args, **kwargs)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                leave(token)
+                _write_record(instance, scope, service, error)
+
+        return cast(F, call)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """:meth:`relayer.Relayer.flush`."""
+        return self.instance.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """:meth:`relayer.Relayer.close`."""
+        return self.instance.close(timeout)
+
+    def stats(self) -> Dict[str, int]:
+        """:meth:`relayer.Relayer.stats`."""
+        return self.instance.stats()
+
+    def __repr__(self) -> str:
+        return f"<RPCRelayer {self.instance!r}>"
+
+
+def _write_record(
+    instance: Relayer, scope: Scope, service: str, error: Optional[BaseException]
+) -> None:
+    fields: Dict[str, Any] = {"service": service, "service_time": scope.elapsed_ms()}
+    if error is not None:
+        fields["error"] = f"{type(error).__name__}: {error}"
+    instance.write_record(scope, fields)
+
+
+def make_rpc_relayer(
+    logging_topic: str,
+    kafka_hosts: Union[str, Iterable[str], None] = None,
+    **kwargs: Any,
+) -> RPCRelayer:
+    """Build a :class:`~relayer.Relayer` and return a decorator that uses it.
+
+    ``kwargs`` are any other :class:`~relayer.Relayer` keywords
+    (``topic_prefix``, ``topic_suffix``, ``source``, ``producer_opts``…).
+    """
+    return RPCRelayer(Relayer(logging_topic, kafka_hosts, **kwargs))

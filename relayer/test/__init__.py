@@ -1,0 +1,120 @@
+"""A test double for users' own tests: Kafka swapped out, messages recorded.
+
+.. code-block:: python
+
+    from relayer.test import RelayerPatch
+
+    with RelayerPatch() as patch:
+        client.post("/")
+        assert patch.messages("entity_created")[0]["payload"] == {"id": 10}
+
+While a patch is active no relayer connects to Kafka, whether it was built
+before or after the patch started; ``patch.mocked_producer.produced_messages``
+maps each topic to the ``(message, partition_key)`` tuples that would have
+been produced, as JSON bytes and key bytes. With pytest, the
+``relayer_patch`` fixture gives an active patch.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Dict, List, Optional, Tuple, Type
+from unittest import mock
+
+import orjson
+
+from .._producer import DeliveryProducer
+
+__all__ = ["MockedProducer", "RelayerPatch"]
+
+Produced = Tuple[bytes, Optional[bytes]]
+
+
+class MockedProducer:
+    """Records what would have been produced, by topic, in order."""
+
+    def __init__(self) -> None:
+        #: topic → list of ``(message, partition_key)``: the JSON bytes and
+        #: the key bytes (``None`` when there is no key).
+        self.produced_messages: Dict[str, List[Produced]] = {}
+
+    def produce(self, topic: str, value: bytes, key: Optional[bytes] = None) -> None:
+        """Record one message instead of producing it."""
+        self.produced_messages.setdefault(topic, []).append((value, key))
+
+    def messages(self, topic: str) -> List[Any]:
+        """The decoded JSON messages of ``topic`` (full name, with prefix and
+        suffix), oldest first; ``[]`` if none."""
+        return [orjson.loads(value) for value, _ in self.produced_messages.get(topic, ())]
+
+    def keys(self, topic: str) -> List[Optional[bytes]]:
+        """The partition keys (bytes or ``None``) of ``topic``'s messages."""
+        return [key for _, key in self.produced_messages.get(topic, ())]
+
+    def clear(self) -> None:
+        """Forget every recorded message."""
+        self.produced_messages.clear()
+
+
+class RelayerPatch:
+    """Swap Kafka out for a :class:`MockedProducer`.
+
+    Use ``start()``/``stop()``, or ``with RelayerPatch() as patch:``, or the
+    ``relayer_patch`` pytest fixture. ``stop()`` always restores the real
+    producer, and a patch can be started again after it.
+    """
+
+    def __init__(self) -> None:
+        self.mocked_producer = MockedProducer()
+        self._patches: List[Any] = []
+
+    def start(self) -> "RelayerPatch":
+        """Start recording instead of producing; return ``self``."""
+        if self._patches:
+            return self
+        recorder = self.mocked_producer
+
+        def produce(_producer: DeliveryProducer, topic: str, value: bytes, key: Optional[bytes] = None) -> None:
+            recorder.produce(topic, value, key)
+
+        def nothing_pending(_producer: DeliveryProducer, *args: Any) -> int:
+            return 0
+
+        patches = [
+            mock.patch.object(DeliveryProducer, "produce", produce),
+            mock.patch.object(DeliveryProducer, "flush", nothing_pending),
+            mock.patch.object(DeliveryProducer, "pending", nothing_pending),
+        ]
+        try:
+            for patch in patches:
+                patch.start()
+                self._patches.append(patch)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Restore the real producer (safe to call more than once)."""
+        while self._patches:
+            self._patches.pop().stop()
+
+    def __enter__(self) -> "RelayerPatch":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    @property
+    def produced_messages(self) -> Dict[str, List[Produced]]:
+        """Shortcut for ``mocked_producer.produced_messages``."""
+        return self.mocked_producer.produced_messages
+
+    def messages(self, topic: str) -> List[Any]:
+        """Shortcut for :meth:`MockedProducer.messages`."""
+        return self.mocked_producer.messages(topic)

@@ -1,0 +1,205 @@
+"""A WSGI middleware that makes each request a unit of work.
+
+It works for any WSGI application; :class:`relayer.flask.FlaskRelayer`
+installs it around ``app.wsgi_app``. Each request gets its own scope, and one
+record goes to the logging topic when the request ends:
+
+- for an ordinary response, by the time the application returns (so a test
+  client sees it at once);
+- for a streamed response, when the stream ends: the body is passed through
+  chunk by chunk, never buffered, with the scope current while each chunk is
+  produced, so lines logged while streaming are in the record.
+
+A response counts as streamed unless its body is a list or tuple, it has a
+``Content-Length`` header, or it can have no body (``HEAD``, 1xx, 204, 304):
+a body of known length is already built, so nothing more runs for it.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+)
+
+from ._relayer import Relayer
+from ._scope import Scope, enter, leave
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["RelayerMiddleware", "request_fields"]
+
+_NO_BODY_STATUSES = frozenset({"204", "304", "100", "101", "102", "103"})
+
+ExcInfo = Tuple[Type[BaseException], BaseException, Optional[TracebackType]]
+
+
+class RelayerMiddleware:
+    """Wrap a WSGI application so that every request writes one record.
+
+    Pass either a ready :class:`~relayer.Relayer` as ``relayer=`` or the
+    arguments to build one (``logging_topic``, ``kafka_hosts`` and any other
+    :class:`~relayer.Relayer` keyword).
+    """
+
+    def __init__(
+        self,
+        app: "WSGIApplication",
+        logging_topic: Optional[str] = None,
+        kafka_hosts: Union[str, Iterable[str], None] = None,
+        *,
+        relayer: Optional[Relayer] = None,
+        **kwargs: Any,
+    ) -> None:
+        self.app = app
+        self.relayer = (
+            relayer if relayer is not None else Relayer(logging_topic, kafka_hosts, **kwargs)  # type: ignore[arg-type]
+        )
+
+    def __call__(
+        self, environ: "WSGIEnvironment", start_response: "StartResponse"
+    ) -> Iterable[bytes]:
+        scope = Scope(self.relayer)
+        sent: List[Any] = [None, None]  # status line, headers
+
+        def capture(status: str, headers: List[Tuple[str, str]], exc_info: Optional[ExcInfo] = None) -> Callable[[bytes], object]:
+            sent[0] = status
+            sent[1] = headers
+            return start_response(status, headers, exc_info)
+
+        token = enter(scope)
+        try:
+            body = self.app(environ, capture)
+        except BaseException:
+            self._finish(scope, environ, "500", None)
+            raise
+        finally:
+            leave(token)
+
+        status, headers = sent
+        length = _content_length(headers)
+        if (
+            length is None
+            and type(body) not in (list, tuple)
+            and (status or "")[:3] not in _NO_BODY_STATUSES
+            and environ.get("REQUEST_METHOD") != "HEAD"
+        ):
+            return _StreamedBody(body, scope, self, environ, sent)
+        self._finish(scope, environ, status, length)
+        return body
+
+    def _finish(
+        self,
+        scope: Scope,
+        environ: "WSGIEnvironment",
+        status: Optional[str],
+        content_length: Optional[int],
+    ) -> None:
+        fields = request_fields(environ)
+        fields["status"] = int(status[:3]) if status else None
+        fields["content_length"] = content_length
+        fields["request_time"] = scope.elapsed_ms()
+        self.relayer.write_record(scope, fields)
+
+
+class _StreamedBody:
+    """Pass a streamed body through, counting bytes; write the record at its end."""
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        scope: Scope,
+        middleware: RelayerMiddleware,
+        environ: "WSGIEnvironment",
+        sent: List[Any],
+    ) -> None:
+        self._body = body
+        self._chunks: Iterator[bytes] = iter(body)
+        self._scope = scope
+        self._middleware = middleware
+        self._environ = environ
+        self._sent = sent
+        self._length = 0
+        self._finished = False
+
+    def __iter__(self) -> "_StreamedBody":
+        return self
+
+    def __next__(self) -> bytes:
+        token = enter(self._scope)
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._finish()
+            raise
+        except BaseException:
+            self._finish()
+            raise
+        finally:
+            leave(token)
+        self._length += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Close the wrapped body (within the request's scope), then write the record."""
+        close = getattr(self._body, "close", None)
+        try:
+            if close is not None:
+                token = enter(self._scope)
+                try:
+                    close()
+                finally:
+                    leave(token)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._middleware._finish(self._scope, self._environ, self._sent[0], self._length)
+
+
+def request_fields(environ: "WSGIEnvironment") -> Dict[str, Any]:
+    """The request part of a record, with the original relayer's field names."""
+    get = environ.get
+    path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
+    query = get("QUERY_STRING", "")
+    return {
+        "user_agent": get("HTTP_USER_AGENT"),
+        "method": get("REQUEST_METHOD"),
+        "path": path if path.isascii() else _wsgi_str(path),
+        "query_string": query if query.isascii() else _wsgi_str(query),
+        "remote_addr": get("HTTP_X_REAL_IP") or get("REMOTE_ADDR"),
+        "x_forwarded_for": get("HTTP_X_FORWARDED_FOR"),
+        "request_id": get("HTTP_X_REQUEST_ID"),
+    }
+
+
+def _wsgi_str(value: str) -> str:
+    """Undo WSGI's latin-1 decoding of a UTF-8 path or query string."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+def _content_length(headers: Optional[List[Tuple[str, str]]]) -> Optional[int]:
+    for name, value in headers or ():
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
