@@ -76,21 +76,18 @@ def encode_key(key: PartitionKey) -> Optional[bytes]:
     if isinstance(key, (str, bytes)):  # subclasses
         return encode_key(str(key) if isinstance(key, str) else bytes(key))
     raise UnsupportedPartitionKeyTypeError(
-        f"partition key must be a str, bytes, uuid.UUID or None, "
-        f"not {type(key).__name__} ({key!r})"
+        f"partition key must be a str, bytes, uuid.UUID or None, not {type(key).__name__} ({key!r})"
     )
 
 
 def topic_name(prefix: str, name: object, suffix: str) -> str:
     """Return ``prefix + name + suffix`` once it is checked to be a valid topic.
 
-    :raises InvalidTopicError: ``name`` is not a string, or the full name is
+    :raises InvalidTopicError: ``name`` is not a non-empty string, or the full name is
         one Kafka would reject.
     """
-    if not isinstance(name, str):
-        raise InvalidTopicError(
-            f"a topic or event type must be a str, not {type(name).__name__} ({name!r})"
-        )
+    if not isinstance(name, str) or not name:
+        raise InvalidTopicError(f"a topic or event type must be a non-empty str, not {name!r}")
     topic = prefix + name + suffix
     if not _TOPIC_RE.fullmatch(topic) or topic in (".", ".."):
         raise InvalidTopicError(

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import itertools
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -47,15 +49,44 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
     "client.id": "relayer",
 }
 
+#: The part of librdkafka's error texts that changes each time.
+_VARYING = re.compile(r" \(after \d+ms in state \w+(, \d+ identical error\(s\) suppressed)?\)")
+
 DeliveryErrorCallback = Callable[[confluent_kafka.KafkaError, str, Optional[bytes]], None]
+
+
+class _LibrdkafkaLog:
+    """Where librdkafka's own log lines go (served by the poller thread): the
+    ``relayer.librdkafka`` logger, one line per facility (``FAIL``,
+    ``ERROR``…) per ``interval`` seconds. While a broker is down librdkafka
+    logs every reconnection attempt; its errors are counted and reported
+    anyway, so the repeats add nothing.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last: Dict[str, float] = {}
+
+    def log(self, level: int, fmt: str, facility: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last.get(facility, -self.interval) >= self.interval:
+            self.last[facility] = now
+            _librdkafka_logger.log(level, fmt, facility, *args)
+
+
+_librdkafka_logger = logging.getLogger("relayer.librdkafka")
 
 
 class _Accounts:
     """Counters shared with librdkafka's callbacks (kept apart from the
-    producer so that the librdkafka handle holds no reference back to it)."""
+    producer so that the librdkafka handle holds no reference back to it).
+    """
 
     def __init__(self, on_delivery_error: Optional[DeliveryErrorCallback]) -> None:
         self.lock = threading.Lock()
+        #: One tick per message handed to ``produce``. ``next()`` on an
+        #: ``itertools.count`` is atomic, so the hot path takes no lock.
+        self.calls = itertools.count()
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -78,13 +109,19 @@ class _Accounts:
                 logger.exception("relayer: on_delivery_error callback raised")
 
     def on_error(self, err: confluent_kafka.KafkaError) -> None:
+        reason = _VARYING.sub("", err.str())
         with self.lock:
-            self.unreported[f"client error ({err.str()})"] += 1
+            self.unreported[f"client error ({reason})"] += 1
 
     def drop(self, reason: str) -> None:
         with self.lock:
             self.dropped += 1
             self.unreported[f"dropped ({reason})"] += 1
+
+    def produced(self) -> int:
+        """How many messages were handed to ``produce`` so far."""
+        # An itertools.count shows its next value only through its repr.
+        return int(repr(self.calls)[6:-1])
 
     def report(self) -> None:
         """Log, in one line, what failed or was dropped since the last report."""
@@ -131,6 +168,7 @@ class DeliveryProducer:
         A message that cannot be queued (buffer full, producer closed) is
         dropped and counted.
         """
+        next(self._accounts.calls)
         rdk = self._rdk
         if rdk is None:
             rdk = self._build()
@@ -149,10 +187,10 @@ class DeliveryProducer:
             if self._rdk is None and not self._closed:
                 accounts = self._accounts
                 config = {
+                    "logger": _LibrdkafkaLog(self.report_interval),
                     **self._config,
                     "on_delivery": accounts.on_delivery,
                     "error_cb": accounts.on_error,
-                    "logger": logging.getLogger("relayer.librdkafka"),
                 }
                 rdk = confluent_kafka.Producer(config)
                 self._poller = threading.Thread(
@@ -169,28 +207,27 @@ class DeliveryProducer:
 
     def pending(self) -> int:
         """How many messages are queued or in flight, not yet reported."""
-        rdk = self._rdk
-        return len(rdk) if rdk is not None else 0
+        return self.stats()["pending"]
 
     def flush(self, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for delivery; return how many are still pending."""
         rdk = self._rdk
-        if rdk is None:
-            return 0
-        return int(rdk.flush(timeout))
+        if rdk is not None:
+            rdk.flush(timeout)
+        return self.pending()
 
     def stats(self) -> Dict[str, int]:
         """Counts of this process's messages; see :meth:`relayer.Relayer.stats`."""
         accounts = self._accounts
-        pending = self.pending()
         with accounts.lock:
+            produced = accounts.produced()
             delivered, failed, dropped = accounts.delivered, accounts.failed, accounts.dropped
         return {
-            "produced": delivered + failed + dropped + pending,
+            "produced": produced,
             "delivered": delivered,
             "failed": failed,
             "dropped": dropped,
-            "pending": pending,
+            "pending": produced - delivered - failed - dropped,
         }
 
     def close(self, timeout: Optional[float] = None) -> int:
@@ -208,10 +245,12 @@ class DeliveryProducer:
         _live.discard(self)
         if rdk is None:
             return 0
-        remaining = int(rdk.flush(self.shutdown_timeout if timeout is None else timeout))
+        rdk.flush(self.shutdown_timeout if timeout is None else timeout)
+        remaining = self.pending()
         self._stop.set()
         if self._poller is not None:
             self._poller.join()
+        self._rdk = None
         if remaining:
             # Purged messages get a delivery report (_PURGE_QUEUE), so they
             # are counted as failed; serve those reports before reporting.

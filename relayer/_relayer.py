@@ -143,7 +143,8 @@ class Relayer:
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; return how many
-        messages are still undelivered (0 when all were delivered)."""
+        messages are still undelivered (0 when all were delivered).
+        """
         return self._producer.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> int:
@@ -172,7 +173,8 @@ class Relayer:
 
     def open_scope(self) -> Scope:
         """Start a unit of work; framework layers make it current and pass it
-        to :meth:`write_record` when it ends."""
+        to :meth:`write_record` when it ends.
+        """
         return Scope(self)
 
     def write_record(self, scope: Scope, fields: Mapping[str, Any]) -> None:

@@ -27,7 +27,7 @@ Fragment = orjson.Fragment
 LogLine = Tuple[str, Union[str, "orjson.Fragment"], float]
 Line = Union["orjson.Fragment", LogLine]
 
-_current: ContextVar[Optional["Scope"]] = ContextVar("relayer_scope", default=None)
+_current: ContextVar[Optional[Scope]] = ContextVar("relayer_scope", default=None)
 current_scope = _current.get
 
 
@@ -38,9 +38,9 @@ class Scope:
     written to from threads the unit of work starts.
     """
 
-    __slots__ = ("relayer", "lines", "started", "_started_perf")
+    __slots__ = ("_started_perf", "lines", "relayer", "started")
 
-    def __init__(self, relayer: "Relayer") -> None:
+    def __init__(self, relayer: Relayer) -> None:
         self.relayer = relayer
         self.lines: List[Line] = []
         self.started = time.time()
@@ -53,7 +53,7 @@ class Scope:
     def rendered_lines(self) -> List[Any]:
         """The lines as they go into the record, in the order they happened."""
         return [
-            line if type(line) is Fragment else log_line_dict(line)  # type: ignore[arg-type]
+            line if type(line) is Fragment else log_line_dict(line)
             for line in self.lines
         ]
 

@@ -17,18 +17,15 @@ a body of known length is already built, so nothing more runs for it.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Dict,
     Iterable,
     Iterator,
     List,
     Optional,
     Tuple,
-    Type,
     Union,
 )
 
@@ -42,9 +39,6 @@ __all__ = ["RelayerMiddleware", "request_fields"]
 
 _NO_BODY_STATUSES = frozenset({"204", "304", "100", "101", "102", "103"})
 
-ExcInfo = Tuple[Type[BaseException], BaseException, Optional[TracebackType]]
-
-
 class RelayerMiddleware:
     """Wrap a WSGI application so that every request writes one record.
 
@@ -55,7 +49,7 @@ class RelayerMiddleware:
 
     def __init__(
         self,
-        app: "WSGIApplication",
+        app: WSGIApplication,
         logging_topic: Optional[str] = None,
         kafka_hosts: Union[str, Iterable[str], None] = None,
         *,
@@ -67,13 +61,12 @@ class RelayerMiddleware:
             relayer if relayer is not None else Relayer(logging_topic, kafka_hosts, **kwargs)  # type: ignore[arg-type]
         )
 
-    def __call__(
-        self, environ: "WSGIEnvironment", start_response: "StartResponse"
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Serve one request as a unit of work (the WSGI entry point)."""
         scope = Scope(self.relayer)
         sent: List[Any] = [None, None]  # status line, headers
 
-        def capture(status: str, headers: List[Tuple[str, str]], exc_info: Optional[ExcInfo] = None) -> Callable[[bytes], object]:
+        def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
             sent[0] = status
             sent[1] = headers
             return start_response(status, headers, exc_info)
@@ -102,7 +95,7 @@ class RelayerMiddleware:
     def _finish(
         self,
         scope: Scope,
-        environ: "WSGIEnvironment",
+        environ: WSGIEnvironment,
         status: Optional[str],
         content_length: Optional[int],
     ) -> None:
@@ -121,7 +114,7 @@ class _StreamedBody:
         body: Iterable[bytes],
         scope: Scope,
         middleware: RelayerMiddleware,
-        environ: "WSGIEnvironment",
+        environ: WSGIEnvironment,
         sent: List[Any],
     ) -> None:
         self._body = body
@@ -133,7 +126,7 @@ class _StreamedBody:
         self._length = 0
         self._finished = False
 
-    def __iter__(self) -> "_StreamedBody":
+    def __iter__(self) -> _StreamedBody:
         return self
 
     def __next__(self) -> bytes:
@@ -170,7 +163,7 @@ class _StreamedBody:
             self._middleware._finish(self._scope, self._environ, self._sent[0], self._length)
 
 
-def request_fields(environ: "WSGIEnvironment") -> Dict[str, Any]:
+def request_fields(environ: WSGIEnvironment) -> Dict[str, Any]:
     """The request part of a record, with the original relayer's field names."""
     get = environ.get
     path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
@@ -202,4 +195,3 @@ def _content_length(headers: Optional[List[Tuple[str, str]]]) -> Optional[int]:
             except ValueError:
                 return None
     return None
-

@@ -141,7 +141,8 @@ class FlaskRelayer:
     @property
     def instance(self) -> Relayer:
         """The :class:`~relayer.Relayer` of the app of the current request or
-        app context."""
+        app context.
+        """
         scope = current_scope()
         return scope.relayer if scope is not None else self._app_relayer()
 
@@ -158,4 +159,3 @@ class FlaskRelayer:
                 f"relayer is not initialised on app {current_app.name!r}: "
                 "call relayer.init_app(app, ...) first"
             ) from None
-

@@ -44,7 +44,8 @@ class MockedProducer:
 
     def messages(self, topic: str) -> List[Any]:
         """The decoded JSON messages of ``topic`` (full name, with prefix and
-        suffix), oldest first; ``[]`` if none."""
+        suffix), oldest first; ``[]`` if none.
+        """
         return [orjson.loads(value) for value, _ in self.produced_messages.get(topic, ())]
 
     def keys(self, topic: str) -> List[Optional[bytes]]:
@@ -66,21 +67,23 @@ class RelayerPatch:
 
     def __init__(self) -> None:
         self.mocked_producer = MockedProducer()
-        self._patches: List[Any] = []
+        self._patches: List[Any] = []  # started mock patchers
 
-    def start(self) -> "RelayerPatch":
+    def start(self) -> RelayerPatch:
         """Start recording instead of producing; return ``self``."""
         if self._patches:
             return self
         recorder = self.mocked_producer
 
-        def produce(_producer: DeliveryProducer, topic: str, value: bytes, key: Optional[bytes] = None) -> None:
+        def produce(
+            _producer: DeliveryProducer, topic: str, value: bytes, key: Optional[bytes] = None
+        ) -> None:
             recorder.produce(topic, value, key)
 
         def nothing_pending(_producer: DeliveryProducer, *args: Any) -> int:
             return 0
 
-        patches = [
+        patches: List[Any] = [
             mock.patch.object(DeliveryProducer, "produce", produce),
             mock.patch.object(DeliveryProducer, "flush", nothing_pending),
             mock.patch.object(DeliveryProducer, "pending", nothing_pending),
@@ -99,7 +102,7 @@ class RelayerPatch:
         while self._patches:
             self._patches.pop().stop()
 
-    def __enter__(self) -> "RelayerPatch":
+    def __enter__(self) -> RelayerPatch:
         return self.start()
 
     def __exit__(

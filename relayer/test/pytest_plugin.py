@@ -1,5 +1,6 @@
 """pytest plugin (loaded through the ``pytest11`` entry point): the
-``relayer_patch`` fixture."""
+``relayer_patch`` fixture.
+"""
 
 from __future__ import annotations
 

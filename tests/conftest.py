@@ -1,0 +1,30 @@
+"""Fixtures of the unit tests: no broker; librdkafka's mock cluster or RelayerPatch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from relayer import Relayer
+
+#: librdkafka settings for an in-process mock cluster (unit tests only; the
+#: real-broker tests live in tests/integration/).
+MOCK_CLUSTER = {"test.mock.num.brokers": 1}
+
+
+@pytest.fixture
+def make_relayer() -> Iterator[Callable[..., Relayer]]:
+    """Build relayers on librdkafka's mock cluster; close them after the test."""
+    made: List[Relayer] = []
+
+    def make(logging_topic: str = "logs", **kwargs: Any) -> Relayer:
+        kwargs.setdefault("kafka_hosts", "mock:9092")
+        kwargs["producer_opts"] = {**MOCK_CLUSTER, **kwargs.get("producer_opts", {})}
+        relayer = Relayer(logging_topic, **kwargs)
+        made.append(relayer)
+        return relayer
+
+    yield make
+    for relayer in made:
+        relayer.close(timeout=5)

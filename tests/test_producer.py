@@ -1,0 +1,238 @@
+"""DeliveryProducer on librdkafka's mock cluster, or on an address nobody
+listens on (to play a broker that is down)."""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from relayer._producer import DEFAULT_PRODUCER_CONFIG, DeliveryProducer, _close_all_at_exit, _live
+
+from .conftest import MOCK_CLUSTER
+
+#: Nothing listens on port 1: a broker that is down.
+DOWN = {"bootstrap.servers": "127.0.0.1:1"}
+
+
+@pytest.fixture
+def producers():
+    made = []
+
+    def make(config, **kwargs):
+        producer = DeliveryProducer(config, **kwargs)
+        made.append(producer)
+        return producer
+
+    yield make
+    for producer in made:
+        producer.close(0)
+
+
+def test_defaults():
+    assert DEFAULT_PRODUCER_CONFIG["enable.idempotence"] is True
+    assert DEFAULT_PRODUCER_CONFIG["partitioner"] == "murmur2_random"
+
+
+def test_lazy_then_delivered_and_counted(producers):
+    producer = producers(MOCK_CLUSTER)
+    assert producer._rdk is None
+    for i in range(100):
+        producer.produce("t", b"%d" % i, b"k")
+    assert producer._rdk is not None
+    assert producer.flush(10) == 0
+    assert producer.stats() == {
+        "produced": 100,
+        "delivered": 100,
+        "failed": 0,
+        "dropped": 0,
+        "pending": 0,
+    }
+
+
+def test_poller_serves_delivery_reports_without_flush(producers):
+    producer = producers(MOCK_CLUSTER)
+    producer.produce("t", b"v")
+    deadline = time.monotonic() + 10
+    while producer.stats()["delivered"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert producer.stats()["delivered"] == 1
+
+
+def test_produce_never_blocks_or_raises_when_broker_down(producers):
+    producer = producers({**DOWN, "queue.buffering.max.messages": 10})
+    started = time.perf_counter()
+    for _ in range(1000):
+        producer.produce("t", b"v")
+    assert time.perf_counter() - started < 1.0
+    stats = producer.stats()
+    assert stats["pending"] == 10
+    assert stats["dropped"] == 990
+    assert stats["produced"] == 1000
+
+
+def test_failures_counted_reported_and_called_back(producers, caplog):
+    seen = []
+    producer = producers(
+        {**DOWN, "message.timeout.ms": 300},
+        report_interval=60,
+        on_delivery_error=lambda err, topic, key: seen.append((err.name(), topic, key)),
+    )
+    for _ in range(5):
+        producer.produce("t", b"v", b"k")
+    assert producer.flush(5) == 0
+    assert producer.stats()["failed"] == 5
+    assert seen == [("_MSG_TIMED_OUT", "t", b"k")] * 5
+    with caplog.at_level(logging.WARNING, logger="relayer"):
+        producer.close(0)
+    reports = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(reports) == 1, "failures are reported in one line, not one per message"
+    assert "5 failed (Local: Message timed out)" in reports[0]
+
+
+def test_reports_are_rate_limited(producers, caplog):
+    producer = producers({**DOWN, "message.timeout.ms": 50}, report_interval=0.5)
+    with caplog.at_level(logging.WARNING, logger="relayer"):
+        deadline = time.monotonic() + 1.6
+        sent = 0
+        while time.monotonic() < deadline:
+            producer.produce("t", b"v")
+            sent += 1
+            time.sleep(0.005)
+        producer.flush(5)
+    reports = [r for r in caplog.records if "not delivered" in r.getMessage()]
+    assert sent > 100
+    assert 1 <= len(reports) <= 4
+    assert producer.stats()["failed"] == sent
+
+
+def test_librdkafka_logs_are_routed_and_rate_limited(producers, caplog):
+    producer = producers(DOWN, report_interval=10)
+    with caplog.at_level(logging.DEBUG, logger="relayer.librdkafka"):
+        producer.produce("t", b"v")
+        time.sleep(1.5)
+    lines = [r for r in caplog.records if r.name == "relayer.librdkafka"]
+    assert lines, "librdkafka's connection errors reach the relayer.librdkafka logger"
+    facilities = [r.getMessage().split(" ", 1)[0] for r in lines]
+    assert len(facilities) == len(set(facilities)), "one line per facility per interval"
+
+
+def test_a_raising_callback_does_not_break_delivery(producers, caplog):
+    def boom(err, topic, key):
+        raise RuntimeError("user bug")
+
+    producer = producers({**DOWN, "message.timeout.ms": 100}, on_delivery_error=boom)
+    producer.produce("t", b"v")
+    producer.flush(5)
+    assert producer.stats()["failed"] == 1
+    assert "on_delivery_error callback raised" in caplog.text
+
+
+def test_close_is_bounded_idempotent_and_counts_the_lost(producers, caplog):
+    producer = producers(DOWN)
+    for _ in range(3):
+        producer.produce("t", b"v")
+    started = time.monotonic()
+    assert producer.close(0.5) == 3
+    assert time.monotonic() - started < 3
+    assert "3 message(s) could not be delivered" in caplog.text
+    stats = producer.stats()
+    assert stats["failed"] == 3 and stats["pending"] == 0
+    assert producer.close() == 0
+    producer.produce("t", b"late")
+    assert producer.stats()["dropped"] == 1
+    assert producer not in _live
+
+
+def test_close_without_any_message(producers):
+    producer = producers(DOWN)
+    assert producer.close() == 0
+    assert producer._rdk is None
+
+
+def test_atexit_hook_flushes_live_producers(producers):
+    producer = producers(MOCK_CLUSTER)
+    producer.produce("t", b"v")
+    _close_all_at_exit()
+    assert producer.stats()["delivered"] == 1
+    assert producer not in _live
+
+
+def test_repr_does_not_start_anything():
+    producer = DeliveryProducer(DOWN)
+    assert "idle" in repr(producer)
+    producer.close()
+    assert "closed" in repr(producer)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_builds_its_own_producer_and_delivers(producers):
+    producer = producers(MOCK_CLUSTER)
+    producer.produce("t", b"parent")
+    assert producer.flush(10) == 0
+    parent_rdk = producer._rdk
+    pid = os.fork()
+    if pid == 0:  # child: exit code 0 only if it delivered on a fresh handle
+        code = 1
+        try:
+            stats = producer.stats()
+            fresh = producer._rdk is None and stats["delivered"] == 0
+            producer.produce("t", b"child")
+            delivered = producer.flush(10) == 0 and producer.stats()["delivered"] == 1
+            code = 0 if fresh and delivered and producer._rdk is not parent_rdk else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    producer.produce("t", b"parent again")
+    assert producer.flush(10) == 0
+    assert producer.stats()["delivered"] == 2
+
+
+def run_python(code, timeout=30):
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc, time.monotonic() - started
+
+
+def test_exit_with_broker_down_is_bounded_and_says_what_was_lost():
+    proc, elapsed = run_python(
+        """
+        import logging
+        logging.basicConfig(level=logging.WARNING)
+        from relayer import Relayer
+        r = Relayer("logs", "127.0.0.1:1", shutdown_timeout=1.0)
+        for i in range(7):
+            r.emit("orders", "created", {"i": i})
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "7 message(s) could not be delivered" in proc.stderr
+    assert elapsed < 1.0 + 4.0  # interpreter start + shutdown_timeout + margin
+
+
+def test_exit_flushes_without_explicit_flush():
+    proc, _ = run_python(
+        """
+        import atexit, sys
+        from relayer import Relayer
+        r = Relayer("logs", "mock:9092", producer_opts={"test.mock.num.brokers": 1})
+        for i in range(50):
+            r.emit("orders", "created", {"i": i})
+        # atexit runs hooks last-registered first: this one runs after relayer's.
+        import relayer._producer
+        atexit.unregister(relayer._producer._close_all_at_exit)
+        atexit.register(lambda: print("stats", r.stats()))
+        atexit.register(relayer._producer._close_all_at_exit)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "'delivered': 50" in proc.stdout

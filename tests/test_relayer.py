@@ -1,0 +1,218 @@
+import copy
+import logging
+import uuid
+from datetime import datetime
+
+import orjson
+import pytest
+
+from relayer import (
+    ConfigurationError,
+    InvalidLogMessageError,
+    InvalidTopicError,
+    NonJSONSerializableMessageError,
+    Relayer,
+    RelayerError,
+    UnsupportedPartitionKeyTypeError,
+)
+from relayer._scope import Scope, enter, leave
+
+
+@pytest.fixture
+def relayer(relayer_patch):
+    return Relayer("logs", kafka_hosts="kafka:9092", topic_prefix="dev_", topic_suffix="_v1")
+
+
+def iso(value):
+    return datetime.fromisoformat(value)
+
+
+class TestConstruction:
+    def test_kafka_hosts_required(self):
+        with pytest.raises(ConfigurationError, match="kafka_hosts is required"):
+            Relayer("logs")
+
+    def test_kafka_hosts_list_or_csv(self):
+        assert Relayer("logs", ["a:1", " b:2"])._producer._config["bootstrap.servers"] == "a:1,b:2"
+        assert Relayer("logs", "a:1,b:2")._producer._config["bootstrap.servers"] == "a:1,b:2"
+
+    def test_bootstrap_servers_in_producer_opts_is_enough(self):
+        r = Relayer("logs", producer_opts={"bootstrap.servers": "a:1"})
+        assert r._producer._config["bootstrap.servers"] == "a:1"
+
+    @pytest.mark.parametrize("hosts", [42, ["a:1", ""], ","])
+    def test_bad_kafka_hosts(self, hosts):
+        with pytest.raises(ConfigurationError, match="kafka_hosts"):
+            Relayer("logs", hosts)
+
+    @pytest.mark.parametrize("topic", ["", None, 3])
+    def test_bad_logging_topic(self, topic):
+        with pytest.raises(ConfigurationError, match="logging_topic"):
+            Relayer(topic, "a:1")
+
+    def test_invalid_logging_topic_name(self):
+        with pytest.raises(InvalidTopicError, match="bad topic"):
+            Relayer("bad topic", "a:1")
+
+    def test_source_defaults_to_full_logging_topic(self):
+        r = Relayer("logs", "a:1", topic_prefix="p_", topic_suffix="_s")
+        assert r.source == "p_logs_s"
+        assert r.record_topic == "p_logs_s"
+        assert Relayer("logs", "a:1", source="billing").source == "billing"
+
+    def test_producer_opts_pass_through_over_defaults(self):
+        r = Relayer("logs", "a:1", producer_opts={"linger.ms": 50, "acks": 1})
+        assert r._producer._config["linger.ms"] == 50
+        assert r._producer._config["acks"] == 1
+        assert r._producer._config["compression.type"] == "lz4"
+
+    def test_nothing_connects_before_first_message(self):
+        r = Relayer("logs", "a:1")
+        assert r._producer._rdk is None
+        assert r.flush(0) == 0
+        assert r.stats()["produced"] == 0
+
+
+class TestEmit:
+    def test_envelope_topic_and_key(self, relayer, relayer_patch):
+        key = uuid.uuid4()
+        relayer.emit("user_created", "admin", {"id": 10}, partition_key=key)
+        [(value, sent_key)] = relayer_patch.produced_messages["dev_user_created_v1"]
+        message = orjson.loads(value)
+        assert sent_key == key.bytes
+        assert set(message) == {"source", "event_type", "event_subtype", "payload", "timestamp"}
+        assert message["source"] == "dev_logs_v1"
+        assert message["event_type"] == "user_created"
+        assert message["event_subtype"] == "admin"
+        assert message["payload"] == {"id": 10}
+        assert iso(message["timestamp"]).utcoffset().total_seconds() == 0
+
+    def test_str_and_bytes_keys(self, relayer, relayer_patch):
+        relayer.emit("e", "s", 1, partition_key="k")
+        relayer.emit("e", "s", 2, partition_key=b"\x01")
+        relayer.emit("e", "s", 3)
+        assert relayer_patch.mocked_producer.keys("dev_e_v1") == [b"k", b"\x01", None]
+
+    def test_payload_never_mutated(self, relayer):
+        payload = {"a": [1, {"b": 2}], "c": uuid.uuid4()}
+        before = copy.deepcopy(payload)
+        relayer.emit("e", "s", payload)
+        assert payload == before
+
+    def test_unserializable_payload_raises_before_producing(self, relayer, relayer_patch):
+        with pytest.raises(NonJSONSerializableMessageError, match="'e'/'s'"):
+            relayer.emit("e", "s", {"x": object()})
+        assert relayer_patch.produced_messages == {}
+
+    def test_bad_key_raises_before_producing(self, relayer, relayer_patch):
+        with pytest.raises(UnsupportedPartitionKeyTypeError, match="int"):
+            relayer.emit("e", "s", {}, partition_key=42)
+        assert relayer_patch.produced_messages == {}
+
+    @pytest.mark.parametrize("event_type", ["bad type", "", None, ["list"], "x" * 300])
+    def test_bad_event_type_raises_invalid_topic(self, relayer, relayer_patch, event_type):
+        with pytest.raises(InvalidTopicError):
+            relayer.emit(event_type, "s", {})
+        assert relayer_patch.produced_messages == {}
+
+    def test_errors_are_relayer_errors(self, relayer):
+        for call in (
+            lambda: relayer.emit("e", "s", object()),
+            lambda: relayer.emit("e", "s", 1, partition_key=1.5),
+            lambda: relayer.emit("?", "s", 1),
+        ):
+            with pytest.raises(RelayerError):
+                call()
+
+    def test_emit_raw(self, relayer, relayer_patch):
+        relayer.emit_raw("raw", {"any": "shape"}, partition_key="k")
+        assert relayer_patch.produced_messages["dev_raw_v1"] == [(b'{"any":"shape"}', b"k")]
+
+    def test_emit_raw_unserializable(self, relayer):
+        with pytest.raises(NonJSONSerializableMessageError, match="dev_raw_v1"):
+            relayer.emit_raw("raw", {1, 2})
+
+    def test_debug_log_of_every_message(self, relayer, caplog):
+        with caplog.at_level(logging.DEBUG, logger="relayer"):
+            relayer.emit("e", "s", {"id": 1})
+        assert any(
+            "dev_e_v1" in r.getMessage() and '"id":1' in r.getMessage() for r in caplog.records
+        )
+
+    def test_topic_cache_is_bounded(self, relayer):
+        for i in range(1100):
+            relayer.emit(f"t{i}", "s", i)
+        assert len(relayer._topics) == 1024
+
+
+class TestLogAndScope:
+    def test_lines_in_order(self, relayer, relayer_patch):
+        scope = Scope(relayer)
+        token = enter(scope)
+        try:
+            relayer.log("info", "first")
+            relayer.emit("e", "s", {"n": 1})
+            relayer.log("debug", {"detail": [1, 2]})
+        finally:
+            leave(token)
+        relayer.write_record(scope, {"custom": True})
+        [record] = relayer_patch.messages("dev_logs_v1")
+        assert list(record) == ["source", "logging_topic", "date", "custom", "lines"]
+        assert record["logging_topic"] == "logs"
+        lines = record["lines"]
+        assert [line.get("log_level") for line in lines] == ["info", None, "debug"]
+        assert lines[0]["payload"] == "first"
+        assert lines[1] == relayer_patch.messages("dev_e_v1")[0]
+        assert lines[2]["payload"] == {"detail": [1, 2]}
+        assert iso(lines[0]["timestamp"]) <= iso(lines[2]["timestamp"])
+
+    def test_dict_message_is_copied_when_logged(self, relayer, relayer_patch):
+        scope = Scope(relayer)
+        token = enter(scope)
+        message = {"n": 1}
+        relayer.log("info", message)
+        message["n"] = 2
+        leave(token)
+        relayer.write_record(scope, {})
+        assert relayer_patch.messages("dev_logs_v1")[0]["lines"][0]["payload"] == {"n": 1}
+
+    def test_log_outside_unit_of_work_is_its_own_record(self, relayer, relayer_patch):
+        relayer.log("warning", "at startup")
+        [record] = relayer_patch.messages("dev_logs_v1")
+        assert record["source"] == "dev_logs_v1"
+        assert [line["payload"] for line in record["lines"]] == ["at startup"]
+
+    @pytest.mark.parametrize(
+        "level, message", [(1, "x"), (None, "x"), ("info", 1), ("info", ["x"]), ("info", None)]
+    )
+    def test_bad_log_input(self, relayer, relayer_patch, level, message):
+        with pytest.raises(InvalidLogMessageError):
+            relayer.log(level, message)
+        assert relayer_patch.produced_messages == {}
+
+    def test_unserializable_log_dict(self, relayer):
+        with pytest.raises(NonJSONSerializableMessageError, match="log message"):
+            relayer.log("info", {"x": object()})
+
+    def test_bad_input_keeps_what_was_accepted(self, relayer, relayer_patch):
+        scope = Scope(relayer)
+        token = enter(scope)
+        relayer.log("info", "kept")
+        with pytest.raises(RelayerError):
+            relayer.emit("e", "s", object())
+        leave(token)
+        relayer.write_record(scope, {})
+        assert [line["payload"] for line in relayer_patch.messages("dev_logs_v1")[0]["lines"]] == [
+            "kept"
+        ]
+
+    def test_write_record_never_raises(self, relayer, relayer_patch, caplog):
+        scope = Scope(relayer)
+        relayer.write_record(scope, {"bad": object()})
+        assert "could not write the record" in caplog.text
+        assert relayer_patch.produced_messages == {}
+
+
+def test_repr_names_topic_and_servers():
+    text = repr(Relayer("logs", "a:1"))
+    assert "logs" in text and "a:1" in text

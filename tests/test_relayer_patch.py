@@ -1,0 +1,93 @@
+"""relayer.test: RelayerPatch and MockedProducer, as users' tests use them."""
+
+import unittest
+
+import pytest
+
+from relayer import Relayer
+from relayer._producer import DeliveryProducer
+from relayer.test import MockedProducer, RelayerPatch
+
+
+class ReadmeStyle(unittest.TestCase):
+    """The README's own example: start() in setUp, stop() in tearDown."""
+
+    def setUp(self):
+        self.relayer_patch = RelayerPatch()
+        self.relayer_patch.start()
+
+    def tearDown(self):
+        self.relayer_patch.stop()
+
+    def test_messages_recorded_as_bytes_and_key(self):
+        relayer = Relayer("logs", "kafka:9092")
+        relayer.emit("created", "thing", {"id": 1}, partition_key="k")
+        produced = self.relayer_patch.mocked_producer.produced_messages
+        self.assertEqual(list(produced), ["created"])
+        [(message, key)] = produced["created"]
+        self.assertIsInstance(message, bytes)
+        self.assertEqual(key, b"k")
+        self.assertEqual(self.relayer_patch.messages("created")[0]["payload"], {"id": 1})
+
+
+def test_nothing_connects_and_nothing_pending():
+    with RelayerPatch() as patch:
+        relayer = Relayer("logs", "kafka:9092")
+        relayer.emit("e", "s", 1)
+        assert relayer._producer._rdk is None
+        assert relayer.flush(0) == 0
+    assert patch.messages("e")[0]["payload"] == 1
+
+
+def test_relayer_built_before_the_patch_is_patched_too(relayer_patch):
+    relayer_patch.stop()
+    relayer = Relayer("logs", "mock:9092", producer_opts={"test.mock.num.brokers": 1})
+    relayer_patch.start()
+    relayer.emit("e", "s", 1)
+    assert relayer._producer._rdk is None
+    assert relayer_patch.messages("e")
+
+
+def test_stop_restores_the_real_producer():
+    original = DeliveryProducer.produce
+    patch = RelayerPatch().start()
+    assert DeliveryProducer.produce is not original
+    patch.stop()
+    patch.stop()
+    assert DeliveryProducer.produce is original
+
+
+def test_context_manager_restores_on_error():
+    original = DeliveryProducer.produce
+    with pytest.raises(ZeroDivisionError):
+        with RelayerPatch():
+            raise ZeroDivisionError
+    assert DeliveryProducer.produce is original
+
+
+def test_nested_patches_each_record_and_unwind():
+    original = DeliveryProducer.produce
+    relayer = Relayer("logs", "kafka:9092")
+    with RelayerPatch() as outer:
+        with RelayerPatch() as inner:
+            relayer.emit("e", "s", "inner")
+        relayer.emit("e", "s", "outer")
+    assert [m["payload"] for m in inner.messages("e")] == ["inner"]
+    assert [m["payload"] for m in outer.messages("e")] == ["outer"]
+    assert DeliveryProducer.produce is original
+
+
+def test_fixture_is_active(relayer_patch):
+    Relayer("logs", "kafka:9092").emit("e", "s", 1)
+    assert relayer_patch.produced_messages["e"]
+
+
+def test_mocked_producer_helpers():
+    producer = MockedProducer()
+    producer.produce("t", b'{"a":1}', b"k")
+    producer.produce("t", b"[2]")
+    assert producer.messages("t") == [{"a": 1}, [2]]
+    assert producer.keys("t") == [b"k", None]
+    assert producer.messages("missing") == []
+    producer.clear()
+    assert producer.produced_messages == {}

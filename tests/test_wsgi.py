@@ -1,0 +1,83 @@
+"""relayer.wsgi.RelayerMiddleware with plain WSGI applications."""
+
+from werkzeug.test import Client
+
+from relayer import Relayer
+from relayer.wsgi import RelayerMiddleware, request_fields
+
+
+def plain_app(environ, start_response):
+    Relayer_instance.log("info", "plain")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def streaming_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        for i in range(3):
+            Relayer_instance.log("info", f"part {i}")
+            yield b"ab"
+
+    return body()
+
+
+Relayer_instance = None
+
+
+def wrap(app, **kwargs):
+    global Relayer_instance
+    middleware = RelayerMiddleware(app, "logs", "k:1", **kwargs)
+    Relayer_instance = middleware.relayer
+    return middleware
+
+
+def test_list_body_is_recorded_at_once(relayer_patch):
+    client = Client(wrap(plain_app))
+    response = client.get("/a/b?x=1")
+    [record] = relayer_patch.messages("logs")
+    assert record["path"] == "/a/b" and record["query_string"] == "x=1"
+    assert record["content_length"] is None  # no header, list body
+    assert record["lines"][0]["payload"] == "plain"
+    assert response.get_data() == b"hello"
+
+
+def test_generator_body_is_passed_through_and_counted(relayer_patch):
+    middleware = wrap(streaming_app)
+    sent = []
+    body = middleware(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/s"}, lambda s, h, e=None: sent.append(s)
+    )
+    assert relayer_patch.messages("logs") == []
+    assert list(body) == [b"ab"] * 3
+    body.close()
+    body.close()
+    [record] = relayer_patch.messages("logs")
+    assert record["content_length"] == 6
+    assert [line["payload"] for line in record["lines"]] == ["part 0", "part 1", "part 2"]
+
+
+def test_stream_closed_early_still_recorded(relayer_patch):
+    middleware = wrap(streaming_app)
+    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/s"}, lambda s, h, e=None: None)
+    next(body)
+    body.close()
+    [record] = relayer_patch.messages("logs")
+    assert record["content_length"] == 2
+
+
+def test_existing_relayer_can_be_passed(relayer_patch):
+    relayer = Relayer("shared", "k:1")
+    assert RelayerMiddleware(plain_app, relayer=relayer).relayer is relayer
+
+
+def test_request_fields_decode_utf8_path():
+    environ = {"PATH_INFO": "/caf\u00c3\u00a9", "SCRIPT_NAME": "/app", "REQUEST_METHOD": "GET"}
+    assert request_fields(environ)["path"] == "/app/café"
+
+
+def test_request_fields_real_ip_first():
+    environ = {"REMOTE_ADDR": "1.1.1.1", "HTTP_X_REAL_IP": "2.2.2.2"}
+    assert request_fields(environ)["remote_addr"] == "2.2.2.2"
+    assert request_fields({"REMOTE_ADDR": "1.1.1.1"})["remote_addr"] == "1.1.1.1"
