@@ -129,7 +129,7 @@ class _Accounts:
             unreported, self.unreported = self.unreported, Counter()
         if unreported:
             logger.warning(
-                "relayer: messages not delivered since the last report: %s",
+                "relayer: delivery problems since the last report: %s",
                 ", ".join(f"{n} {why}" for why, n in unreported.most_common()),
             )
 

@@ -52,10 +52,7 @@ class Scope:
 
     def rendered_lines(self) -> List[Any]:
         """The lines as they go into the record, in the order they happened."""
-        return [
-            line if type(line) is Fragment else log_line_dict(line)
-            for line in self.lines
-        ]
+        return [line if type(line) is Fragment else log_line_dict(line) for line in self.lines]
 
 
 def log_line_dict(line: LogLine) -> Dict[str, Any]:

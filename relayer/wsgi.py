@@ -39,6 +39,7 @@ __all__ = ["RelayerMiddleware", "request_fields"]
 
 _NO_BODY_STATUSES = frozenset({"204", "304", "100", "101", "102", "103"})
 
+
 class RelayerMiddleware:
     """Wrap a WSGI application so that every request writes one record.
 

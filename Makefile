@@ -1,0 +1,40 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   start a local Kafka, serve requests, show what reached Kafka
+#   make test   lint, type-check, and run every test, unit and real-Kafka
+# Both create .venv and install what they need on first use; Kafka's jars
+# come from Maven Central through mvn into ~/.cache/relayer (Java 17 needed).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: test unit integration lint demo broker clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --editable '.[flask,test,lint]'
+	touch $@
+
+test: lint $(VENV)/.installed
+	$(PY) -m pytest
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests --ignore=tests/integration
+
+integration: $(VENV)/.installed
+	$(PY) -m pytest tests/integration
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check relayer tests tools examples
+	$(PY) -m ruff format --check relayer tests tools examples
+	$(PY) -m mypy
+
+demo: $(VENV)/.installed
+	$(PY) -m examples.demo
+
+broker: $(VENV)/.installed
+	$(PY) -m tools.kafka_local run --port 9092
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,219 @@
+"""relayer's demo: a real Kafka, a Flask app and an XML-RPC service, and what
+reached Kafka, read back.
+
+    make demo            # or: python -m examples.demo
+
+Starts a local single-node KRaft broker (jars fetched once through Maven;
+Java 17 needed), or uses ``$KAFKA_BOOTSTRAP_SERVERS`` if set (e.g. the
+docker-compose one: ``KAFKA_BOOTSTRAP_SERVERS=localhost:9092 make demo``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import xmlrpc.client
+from contextlib import ExitStack
+from typing import Any, Dict, Iterator, List, Tuple
+from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
+
+from confluent_kafka import Consumer
+from flask import Flask, Response, request
+from werkzeug.serving import make_server
+
+from relayer.flask import FlaskRelayer
+
+RUN = uuid.uuid4().hex[:6]
+PREFIX = f"demo{RUN}."  # this run's topics: demoXXXXXX.orders, demoXXXXXX.http_logs, ...
+
+# -- a Flask app, as the README sets one up ------------------------------------------
+
+relayer = FlaskRelayer()
+
+
+def create_app(kafka_hosts: str) -> Flask:
+    app = Flask("shop")
+    relayer.init_app(app, "http_logs", kafka_hosts=kafka_hosts, topic_prefix=PREFIX)
+
+    @app.post("/orders")
+    def create_order() -> Tuple[Dict[str, Any], int]:
+        order = request.get_json()
+        relayer.log("info", f"creating an order for {order['customer']}")
+        relayer.emit("orders", "created", order, partition_key=order["customer"])
+        return {"id": order["id"]}, 201
+
+    @app.get("/orders/<int:order_id>")
+    def get_order(order_id: int) -> Dict[str, Any]:
+        relayer.log("debug", {"looked_up": order_id})
+        return {"id": order_id}
+
+    @app.get("/report")
+    def report() -> Response:
+        def rows() -> Iterator[str]:
+            for n in range(3):
+                relayer.log("info", f"streamed row {n}")
+                yield f"row {n}\n"
+
+        return Response(rows(), mimetype="text/plain")
+
+    @app.get("/fail")
+    def fail() -> str:
+        relayer.log("error", "about to divide by zero")
+        return str(1 / 0)
+
+    return app
+
+
+# -- an RPC service: the decorator injects relayer= ---------------------------------
+
+
+def create_rpc_service(kafka_hosts: str) -> Tuple[Any, Any]:
+    from .rpc_extensions import init_relayer
+
+    rpc_relayer = init_relayer("rpc_logs", kafka_hosts=kafka_hosts, topic_prefix=PREFIX)
+    from .rpc_handler import InventoryService  # after init_relayer, as the README says
+
+    server = SimpleXMLRPCServer(
+        ("127.0.0.1", 0), requestHandler=SimpleXMLRPCRequestHandler, logRequests=False
+    )
+    server.register_instance(InventoryService())
+    return server, rpc_relayer
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def serve(server: Any) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def http(method: str, url: str, body: Any = None, request_id: str = "") -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if request_id:
+        req.add_header("X-Request-ID", request_id)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def read_back(bootstrap: str, topics: List[str], expected: int, timeout: float = 30) -> List[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"demo-{RUN}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe(topics)
+    messages: List[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                messages.append(msg)
+    finally:
+        consumer.close()
+    return messages
+
+
+def show(messages: List[Any]) -> None:
+    for msg in sorted(messages, key=lambda m: (m.topic(), m.timestamp()[1])):
+        value = json.loads(msg.value())
+        key = msg.key().decode() if msg.key() else "-"
+        if "lines" in value:  # an aggregated record
+            what = (
+                f"{value['method']} {value['path']} -> {value['status']} "
+                f"in {value['request_time']} ms, request_id={value['request_id']}"
+                if "method" in value
+                else f"{value['service']} in {value['service_time']} ms"
+            )
+            print(f"  [{msg.topic()}] {what}, {len(value['lines'])} line(s):")
+            for line in value["lines"]:
+                if "log_level" in line:
+                    print(f"      {line['log_level']:>5}: {json.dumps(line['payload'])}")
+                else:
+                    print(
+                        f"      event: {line['event_type']}/{line['event_subtype']} {json.dumps(line['payload'])}"
+                    )
+        else:
+            print(
+                f"  [{msg.topic()} p{msg.partition()} key={key}] "
+                f"{value['event_type']}/{value['event_subtype']} {json.dumps(value['payload'])}"
+            )
+
+
+def main() -> int:
+    with ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if bootstrap:
+            print(f"Using the Kafka cluster at {bootstrap}")
+        else:
+            from tools.kafka_local import KAFKA_VERSION, KafkaBroker, ensure_jars
+
+            print(f"Starting a local Kafka {KAFKA_VERSION} broker (KRaft) ...", flush=True)
+            ensure_jars()
+            broker = stack.enter_context(KafkaBroker())
+            bootstrap = broker.bootstrap
+            print(f"Kafka is up at {bootstrap} (started in {broker.start_seconds:.1f} s)")
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log
+        logging.getLogger("relayer.librdkafka").setLevel(logging.ERROR)
+        app = create_app(bootstrap)
+        app.logger.setLevel(logging.CRITICAL)  # /fail fails on purpose: no traceback
+        web = make_server("127.0.0.1", 0, app, threaded=True)
+        serve(web)
+        stack.callback(web.shutdown)
+        rpc_server, rpc_relayer = create_rpc_service(bootstrap)
+        serve(rpc_server)
+        stack.callback(rpc_server.shutdown)
+        base = f"http://127.0.0.1:{web.server_port}"
+        rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{rpc_server.server_address[1]}")
+
+        print(f"\nServing the Flask app at {base} and the RPC service; making requests:")
+        calls = [
+            ("POST", "/orders", {"id": 1, "customer": "ada"}),
+            ("POST", "/orders", {"id": 2, "customer": "grace"}),
+            ("POST", "/orders", {"id": 3, "customer": "ada"}),
+            ("GET", "/orders/2", None),
+            ("GET", "/report", None),
+            ("GET", "/fail", None),
+        ]
+        for n, (method, path, body) in enumerate(calls):
+            print(f"  {method} {path} -> {http(method, base + path, body, f'req-{n}')}")
+        for sku, quantity in (("book", 2), ("pen", 10)):
+            print(f"  rpc reserve({sku!r}, {quantity}) -> {rpc.reserve(sku, quantity)}")
+
+        flask_relayer = app.extensions["relayer"]
+        # Closed before the broker stops (ExitStack unwinds last-in first-out).
+        stack.callback(flask_relayer.close)
+        stack.callback(rpc_relayer.close)
+        for instance in (flask_relayer, rpc_relayer.instance):
+            instance.flush(30)
+        expected = flask_relayer.stats()["delivered"] + rpc_relayer.stats()["delivered"]
+        topics = [f"{PREFIX}{name}" for name in ("orders", "inventory", "http_logs", "rpc_logs")]
+        print(
+            f"\nDelivered {expected} messages. Reading them back from Kafka ({', '.join(topics)}):"
+        )
+        messages = read_back(bootstrap, topics, expected)
+        show(messages)
+        print(f"\nRead back {len(messages)} of {expected} messages.")
+        return 0 if len(messages) == expected else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Fixtures for tests against a real Kafka broker (see tests/README.md).
+
+Session broker: ``$RELAYER_TEST_BOOTSTRAP`` if set, else a local KRaft broker started through
+pytest-kafka's ``make_kafka_server`` with our launcher (tools/kafka-server-start).
+If no broker can be reached, the fixtures raise: tests fail, they are never skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka.admin import AdminClient, NewTopic
+
+with warnings.catch_warnings():  # kafka-python (imported by pytest-kafka) uses deprecated
+    warnings.simplefilter("ignore", DeprecationWarning)  # importlib.resources.read_text
+    from pytest_kafka import make_kafka_server, terminate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools import kafka_local  # noqa: E402  (needs sys.path above)
+from tools.kafka_local import KafkaBroker  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LAUNCHER = REPO_ROOT / "tools" / "kafka-server-start"
+START_TIMEOUT = 90  # seconds: a cold JVM on a busy 2-core CI machine
+
+
+class Record(NamedTuple):
+    """One consumed message (``value`` is None only for tombstones)."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs a real Kafka broker (tests/integration)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# --- session broker ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kraft_controller() -> tuple[None, int]:
+    """pytest-kafka's "zookeeper fixture", reused for KRaft: ``(None, controller_port)``.
+
+    pytest-kafka renders ``{zk_port}`` from it; our template uses it as the controller port.
+    Also fetches the jars here, before pytest-kafka's readiness timer starts.
+    """
+    kafka_local.ensure_jars()
+    os.environ.setdefault("RELAYER_PYTHON", sys.executable)  # read by the launcher
+    return None, kafka_local.free_port()
+
+
+kafka_server = make_kafka_server(
+    str(LAUNCHER),
+    "kraft_controller",
+    kafka_config_template=kafka_local.CONFIG_TEMPLATE,
+    teardown_fn=functools.partial(terminate, wait_timeout=20),
+    scope="session",
+    timeout=START_TIMEOUT,
+)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    """``host:port`` of the session's Kafka cluster (external or local)."""
+    external = os.environ.get("RELAYER_TEST_BOOTSTRAP")
+    if external:
+        kafka_local.wait_ready(external, timeout=30)  # raises (test fails) if unreachable
+        return external
+    try:
+        _, port = request.getfixturevalue("kafka_server")
+    except Exception as exc:
+        tmp = request.getfixturevalue("session_tmpdir_path")
+        logs = [
+            p
+            for d in sorted(tmp.glob("kafka-server-*"))
+            for p in (d / "broker.log", d / "broker.out")
+        ]
+        raise RuntimeError(
+            f"local Kafka did not start ({exc!r})\n{kafka_local.log_tail(*logs)}"
+        ) from exc
+    bootstrap = f"127.0.0.1:{port}"
+    kafka_local.wait_ready(bootstrap, timeout=30)
+    return bootstrap
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+# --- topics --------------------------------------------------------------------------------
+
+
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    timeout: float = 30.0,
+    config: dict[str, str] | None = None,
+) -> str:
+    """Create ``name`` and wait until metadata shows every partition with a leader."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+    admin.create_topics([new], operation_timeout=timeout)[name].result(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        topic = admin.list_topics(name, timeout=5).topics.get(name)
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        ):
+            return name
+        assert time.monotonic() < deadline, f"topic {name} has no leaders after {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """``new_topic(partitions=1, prefix="t") -> str``: a fresh uuid-named topic, ready to use,
+    on the session cluster. All are deleted at the end of the session (best effort)."""
+    created: list[str] = []
+
+    def new_topic(partitions: int = 1, prefix: str = "t") -> str:
+        name = create_topic(kafka_bootstrap, f"{prefix}-{uuid.uuid4().hex[:12]}", partitions)
+        created.append(name)
+        return name
+
+    yield new_topic
+    if created:
+        try:
+            admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+            for future in admin.delete_topics(created, operation_timeout=10).values():
+                future.result(10)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def new_topic(topic_factory: Callable[..., str]) -> Callable[..., str]:
+    """Alias of ``topic_factory`` for use in a single test."""
+    return topic_factory
+
+
+@pytest.fixture(name="create_topic", scope="session")
+def create_topic_fixture() -> Callable[..., str]:
+    """The ``create_topic(bootstrap, name, partitions=1, timeout=30, config=None)`` helper,
+    for brokers other than the session one (e.g. from ``broker_factory``)."""
+    return create_topic
+
+
+# --- consuming -----------------------------------------------------------------------------
+
+
+def _consumer(bootstrap: str, topics: Sequence[str], on_assign: Callable[..., None]) -> Consumer:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe(list(topics), on_assign=on_assign)
+    return c
+
+
+def _record(msg: Message) -> Record:
+    topic, partition = msg.topic(), msg.partition()
+    assert topic is not None and partition is not None
+    return Record(topic, partition, msg.key(), msg.value())
+
+
+def consume(
+    bootstrap: str, topics: Sequence[str] | str, n: int, timeout: float = 30.0
+) -> list[Record]:
+    """Read ``topics`` from the beginning (fresh group) until ``n`` records; fail on timeout."""
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    records: list[Record] = []
+    errors: list[str] = []
+    consumer = _consumer(bootstrap, topics, lambda *_: None)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                errors.append(str(err))
+                continue
+            records.append(_record(msg))
+    finally:
+        consumer.close()
+    assert len(records) >= n, (
+        f"consumed {len(records)} of {n} expected records from {topics} "
+        f"in {timeout} s; errors: {errors[-5:]}"
+    )
+    return records
+
+
+def consume_all(
+    bootstrap: str, topics: Sequence[str] | str, idle: float = 2.0, timeout: float = 30.0
+) -> list[Record]:
+    """Read ``topics`` from the beginning until nothing new arrives for ``idle`` seconds
+    (counted from partition assignment); fail if no assignment happens within ``timeout``."""
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    records: list[Record] = []
+    last: list[float] = []  # time of assignment / of the last record
+    consumer = _consumer(bootstrap, topics, lambda *_: last.append(time.monotonic()))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                records.append(_record(msg))
+                last.append(time.monotonic())
+            elif last and time.monotonic() - last[-1] >= idle:
+                return records
+    finally:
+        consumer.close()
+    assert last, f"no partitions of {topics} assigned within {timeout} s"
+    return records
+
+
+@pytest.fixture(name="consume", scope="session")
+def consume_fixture() -> Callable[..., list[Record]]:
+    """The ``consume(bootstrap, topics, n, timeout=30)`` helper."""
+    return consume
+
+
+@pytest.fixture(name="consume_all", scope="session")
+def consume_all_fixture() -> Callable[..., list[Record]]:
+    """The ``consume_all(bootstrap, topics, idle=2.0, timeout=30)`` helper."""
+    return consume_all
+
+
+# --- private brokers -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., KafkaBroker]]:
+    """``make(**kwargs) -> KafkaBroker``: unstarted brokers with ports already chosen.
+
+    For tests that stop/restart a broker or start it late. Needs local Java (+ Maven or a
+    warm jar cache) even when ``RELAYER_TEST_BOOTSTRAP`` is set. Stopped at teardown.
+    """
+    brokers: list[KafkaBroker] = []
+
+    def make(**kwargs: object) -> KafkaBroker:
+        kwargs.setdefault("data_dir", tmp_path / f"broker-{len(brokers)}")
+        broker = KafkaBroker(**kwargs)  # type: ignore[arg-type]
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.stop()

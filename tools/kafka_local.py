@@ -1,0 +1,428 @@
+"""Fetch and run a local single-node KRaft Kafka broker, without Docker.
+
+Jars come from Maven Central (``mvn``) into a cache outside the repository,
+``$RELAYER_KAFKA_CACHE/kafka-<version>/libs`` (default root: ``~/.cache/relayer``).
+
+    python -m tools.kafka_local fetch              # download the jars only
+    python -m tools.kafka_local run [--port 9092]  # foreground broker until Ctrl-C
+    python -m tools.kafka_local serve CONFIG       # format if needed, exec java (tools/kafka-server-start)
+
+Standard library only, except ``wait_ready`` (confluent-kafka) and optionally ``port_for``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+KAFKA_VERSION = "4.2.1"
+MAVEN_DEPENDENCIES = [  # slf4j-api first: it overrides the slf4j 1.7 that kafka depends on
+    ("org.slf4j", "slf4j-api", "2.0.17"),
+    ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+    ("org.apache.logging.log4j", "log4j-slf4j2-impl", "2.24.3"),
+    ("org.apache.logging.log4j", "log4j-core", "2.24.3"),
+]
+# Small heap, serial GC, C1-only JIT, class-data sharing: fastest start on a 2-core machine.
+JVM_FLAGS = [
+    "-Xms64m",
+    "-Xmx384m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Xshare:auto",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+]
+
+# Shared by KafkaBroker and pytest-kafka's make_kafka_server, hence pytest-kafka's keys:
+# kafka_port, kafka_log_dir and zk_port, which (no ZooKeeper in Kafka 4) is the controller port.
+CONFIG_TEMPLATE = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{zk_port}
+listeners=PLAINTEXT://127.0.0.1:{kafka_port},CONTROLLER://127.0.0.1:{zk_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{kafka_port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={kafka_log_dir}
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.num.partitions=1
+group.initial.rebalance.delay.ms=0
+num.partitions=1
+auto.create.topics.enable=true
+num.network.threads=2
+num.io.threads=2
+"""
+# WARN and above (plus the "Kafka Server started" line) to a file, nothing on the console.
+LOG4J2_TEMPLATE = """\
+status = warn
+shutdownHook = disable
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log_file}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = FILE
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+"""
+
+try:  # Linux: the broker gets SIGKILL when the process that started it dies (PR_SET_PDEATHSIG)
+    import ctypes
+
+    _prctl: Any = ctypes.CDLL(None).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL)
+
+
+def jar_dir() -> Path:
+    """Where the jars of ``KAFKA_VERSION`` are (or will be) cached."""
+    root = os.environ.get("RELAYER_KAFKA_CACHE") or Path.home() / ".cache" / "relayer"
+    return Path(root).expanduser() / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def java_bin() -> str:
+    """``$JAVA_HOME/bin/java``, else ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java or not os.access(java, os.X_OK):
+        raise RuntimeError("java (17+) not found: install a JDK or set JAVA_HOME")
+    return java
+
+
+def ensure_jars() -> Path:
+    """Return the jar directory, fetching it with Maven first if it is not cached.
+
+    Maven writes into a temp dir next to the cache, renamed into place when complete,
+    so an interrupted fetch never leaves a half-filled cache.
+    """
+    libs = jar_dir()
+    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError(
+            "mvn not found: install Maven (apt-get install maven) to fetch the Kafka jars"
+        )
+    java_bin()
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    deps = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in MAVEN_DEPENDENCIES
+    )
+    with tempfile.TemporaryDirectory(dir=libs.parent, prefix=".fetch-") as tmp:
+        (Path(tmp) / "pom.xml").write_text(
+            '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+            "<groupId>relayer</groupId><artifactId>kafka-jars</artifactId><version>1</version>"
+            f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>"
+        )
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            f"{tmp}/pom.xml",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}/libs",
+            "-DincludeScope=runtime",
+        ]
+        res = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+        )
+        if res.returncode != 0:
+            tail = "\n".join(res.stdout.splitlines()[-30:])
+            raise RuntimeError(f"fetching the Kafka jars failed: {' '.join(cmd)}\n{tail}")
+        try:
+            os.rename(f"{tmp}/libs", libs)
+        except OSError:  # another process completed the same fetch first
+            if not libs.is_dir():
+                raise
+    return libs
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (outside the ephemeral range if port_for is installed)."""
+    try:
+        import port_for
+
+        return int(port_for.select_random())
+    except ImportError:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def cluster_id(log_dir: Path) -> str | None:
+    """The cluster id that ``log_dir`` was formatted with (None if not formatted yet)."""
+    meta = Path(log_dir) / "meta.properties"
+    found = (
+        re.search(r"^cluster\.id=(\S+)", meta.read_text(), re.MULTILINE) if meta.exists() else None
+    )
+    return found[1] if found else None
+
+
+def prepare(config_path: Path) -> list[str]:
+    """Write the log4j2 config, format the storage if new; return the broker's argv.
+
+    Logs go next to the config file: ``broker.log`` (log4j) and ``broker.out`` (JVM output).
+    """
+    config_path = Path(config_path).resolve()
+    log4j = config_path.parent / "log4j2.properties"
+    log4j.write_text(LOG4J2_TEMPLATE.format(log_file=config_path.parent / "broker.log"))
+    java = [
+        java_bin(),
+        *JVM_FLAGS,
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        f"{ensure_jars()}/*",
+    ]
+    log_dir = re.search(r"^log\.dirs=([^,\n]+)", config_path.read_text(), re.MULTILINE)
+    if log_dir is None or cluster_id(Path(log_dir[1].strip())) is None:
+        new_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        res = subprocess.run(
+            [*java, "kafka.tools.StorageTool", "format", "-t", new_id, "-c", str(config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"formatting the Kafka storage failed:\n{res.stdout}{res.stderr}")
+    return [*java, "kafka.Kafka", str(config_path)]
+
+
+def log_tail(*paths: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of each existing file, without Java stack frames."""
+
+    def tail(path: Path) -> str:
+        kept = [
+            ln for ln in path.read_text(errors="replace").splitlines() if not ln.startswith("\tat ")
+        ]
+        return "\n".join(kept[-lines:])
+
+    text = "\n".join(f"--- {p} ---\n{tail(p)}" for p in map(Path, paths) if p.is_file())
+    return text or ("(no broker log yet)" if paths else "")
+
+
+def wait_ready(
+    bootstrap: str,
+    timeout: float = 60.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    logs: tuple[Path, ...] = (),
+    cluster: str | None = None,
+) -> None:
+    """Wait until the cluster at ``bootstrap`` answers a metadata request with its brokers
+    (and, if given, with the id ``cluster``, so that a foreign broker on the port is not taken
+    for ours). Raises RuntimeError, with the tail of ``logs``, if ``proc`` exits or on timeout.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "log_level": 0,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 300,
+        }
+    )
+    deadline = time.monotonic() + timeout
+    while proc is None or proc.poll() is None:
+        try:
+            metadata = admin.list_topics(timeout=1)
+            if metadata.brokers and cluster in (None, metadata.cluster_id):
+                return
+        except KafkaException:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"Kafka at {bootstrap} not ready after {timeout:.0f} s\n{log_tail(*logs)}"
+            )
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"Kafka at {bootstrap} exited with code {proc.returncode}\n{log_tail(*logs)}"
+    )
+
+
+_RUNNING: set[KafkaBroker] = set()  # stopped at interpreter exit
+
+
+@atexit.register
+def _close_all() -> None:
+    for broker in list(_RUNNING):
+        broker.close(grace=5)
+
+
+class KafkaBroker:
+    """A restartable single-node KRaft broker (combined broker + controller) on 127.0.0.1.
+
+    Ports are chosen at construction, so clients can be configured before ``start()``.
+    Storage is formatted on the first start only: ``stop()`` then ``start()`` keeps the data.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        controller_port: int | None = None,
+        data_dir: Path | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ):
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        self._temp_dir = data_dir is None  # removed by close()
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="relayer-kafka-")).resolve()
+        self.config_path = self.data_dir / "server.properties"
+        self.log_dir = self.data_dir / "kraft"  # Kafka's log.dirs
+        self.logs = (self.data_dir / "broker.log", self.data_dir / "broker.out")
+        self.extra_config = dict(extra_config or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start_seconds: float | None = None  # how long the last start() took
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 60.0) -> KafkaBroker:
+        """(Re)start the broker and wait until it answers, at most ``timeout`` seconds."""
+        if self.running:
+            return self
+        ensure_jars()  # a first fetch is not counted in ``timeout``
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = CONFIG_TEMPLATE.format(
+            kafka_port=self.port, zk_port=self.controller_port, kafka_log_dir=self.log_dir
+        )
+        self.config_path.write_text(
+            config + "".join(f"{k}={v}\n" for k, v in self.extra_config.items())
+        )
+        t0 = time.monotonic()
+        argv = prepare(self.config_path)
+        with open(self.logs[1], "ab") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        _RUNNING.add(self)
+        try:
+            wait_ready(self.bootstrap, timeout, self.proc, self.logs, cluster_id(self.log_dir))
+        except BaseException:
+            self.kill()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def _signal(self, sig: int) -> None:
+        if self.running:
+            try:
+                os.killpg(self.proc.pid, sig)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM (clean shutdown), then SIGKILL after ``grace`` seconds."""
+        self._signal(signal.SIGTERM)
+        try:
+            if self.proc is not None:
+                self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        _RUNNING.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group: a crash, no clean shutdown."""
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+        _RUNNING.discard(self)
+
+    def close(self, grace: float = 20.0) -> None:
+        """Stop for good, and remove the data dir if __init__ made it (temp dir)."""
+        self.stop(grace)
+        if self._temp_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.kafka_local", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("fetch", help="download the Kafka jars into the cache")
+    run = sub.add_parser("run", help="run a broker in the foreground until Ctrl-C")
+    run.add_argument("--port", type=int, default=9092)
+    run.add_argument("--controller-port", type=int)
+    run.add_argument("--data-dir", type=Path, help="keep the data there (default: a temp dir)")
+    serve = sub.add_parser("serve", help="format the storage if needed, then exec the broker")
+    serve.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.cmd == "fetch":
+        t0 = time.monotonic()
+        print(f"{ensure_jars()} ({time.monotonic() - t0:.1f} s)")
+    elif args.cmd == "serve":
+        argv = prepare(args.config)
+        with open(args.config.resolve().parent / "broker.out", "ab") as out:
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+        _die_with_parent()
+        os.execv(argv[0], argv)  # same pid: the caller's SIGTERM reaches the JVM
+    else:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C
+        with KafkaBroker(args.port, args.controller_port, args.data_dir) as broker:
+            print(
+                f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap} in {broker.start_seconds:.1f} s "
+                f"(data: {broker.data_dir}). Ctrl-C to stop.",
+                flush=True,
+            )
+            try:
+                code = broker.proc.wait()  # type: ignore[union-attr]
+                print(f"Kafka exited with code {code}\n{log_tail(*broker.logs)}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt:
+                print("stopping", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
