@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import orjson
 
@@ -298,18 +298,21 @@ def _bootstrap_servers(kafka_hosts: Union[str, Iterable[str], None]) -> str:
     return ",".join(hosts)
 
 
-class ScopedRelayer:
-    """A relayer bound to one unit of work (what the RPC decorator injects).
-
-    Its lines go to that unit of work even from threads the call starts,
-    where the context variable is not set.
+class RelayerFacade:
+    """``emit``, ``emit_raw``, ``log``, ``flush`` and ``stats`` for objects
+    that stand for a :class:`Relayer` (the scoped RPC relayer, the Flask
+    extension): subclasses say which relayer and which scope a call goes to.
     """
 
-    __slots__ = ("instance", "scope")
+    __slots__ = ()
 
-    def __init__(self, instance: Relayer, scope: Scope) -> None:
-        self.instance = instance
-        self.scope = scope
+    def _bound(self) -> Tuple[Relayer, Optional[Scope]]:
+        raise NotImplementedError
+
+    @property
+    def instance(self) -> Relayer:
+        """The underlying :class:`Relayer`."""
+        return self._bound()[0]
 
     def emit(
         self,
@@ -318,24 +321,44 @@ class ScopedRelayer:
         payload: Any,
         partition_key: PartitionKey = None,
     ) -> None:
-        """:meth:`Relayer.emit`, recorded in this unit of work."""
-        self.instance._emit(self.scope, event_type, event_subtype, payload, partition_key)
+        """:meth:`Relayer.emit` (see there)."""
+        relayer, scope = self._bound()
+        relayer._emit(scope, event_type, event_subtype, payload, partition_key)
 
     def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
-        """:meth:`Relayer.emit_raw`, recorded in this unit of work."""
-        self.instance._emit_raw(self.scope, topic, message, partition_key)
+        """:meth:`Relayer.emit_raw` (see there)."""
+        relayer, scope = self._bound()
+        relayer._emit_raw(scope, topic, message, partition_key)
 
     def log(self, log_level: str, message: LogMessage) -> None:
-        """:meth:`Relayer.log`, recorded in this unit of work."""
-        self.instance._log(self.scope, log_level, message)
+        """:meth:`Relayer.log` (see there)."""
+        relayer, scope = self._bound()
+        relayer._log(scope, log_level, message)
 
     def flush(self, timeout: float = 10.0) -> int:
-        """:meth:`Relayer.flush`."""
+        """:meth:`Relayer.flush` (see there)."""
         return self.instance.flush(timeout)
 
     def stats(self) -> Dict[str, int]:
-        """:meth:`Relayer.stats`."""
+        """:meth:`Relayer.stats` (see there)."""
         return self.instance.stats()
 
+
+class ScopedRelayer(RelayerFacade):
+    """A relayer bound to one unit of work (what the RPC decorator injects).
+
+    Its lines go to that unit of work even from threads the call starts,
+    where the context variable is not set.
+    """
+
+    __slots__ = ("_relayer", "scope")
+
+    def __init__(self, instance: Relayer, scope: Scope) -> None:
+        self._relayer = instance
+        self.scope = scope
+
+    def _bound(self) -> Tuple[Relayer, Optional[Scope]]:
+        return self._relayer, self.scope
+
     def __repr__(self) -> str:
-        return f"<ScopedRelayer of {self.instance!r}>"
+        return f"<ScopedRelayer of {self._relayer!r}>"

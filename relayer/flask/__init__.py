@@ -22,13 +22,12 @@ Settings not passed to ``init_app`` are read once from ``app.config``:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Tuple, Union
 
 from flask import Flask, current_app
 
-from .._encoding import PartitionKey
-from .._relayer import LogMessage, Relayer
-from .._scope import current_scope
+from .._relayer import Relayer, RelayerFacade
+from .._scope import Scope, current_scope
 from ..exceptions import ConfigurationError, OutsideUnitOfWorkError
 from ..wsgi import RelayerMiddleware
 
@@ -45,13 +44,16 @@ _CONFIG_KEYS = {
 }
 
 
-class FlaskRelayer:
+class FlaskRelayer(RelayerFacade):
     """Flask extension that relays events and one record per request to Kafka.
 
     :param app: initialise it for this app at once (else call :meth:`init_app`).
     :param logging_topic: see :meth:`init_app`.
     :param kafka_hosts: see :meth:`init_app`.
     :param kwargs: any other :class:`~relayer.Relayer` keyword.
+
+    ``emit``, ``emit_raw``, ``log``, ``flush``, ``stats`` and ``instance``
+    act on the relayer of the app of the current request (or app context).
     """
 
     def __init__(
@@ -104,47 +106,9 @@ class FlaskRelayer:
         app.wsgi_app = RelayerMiddleware(app.wsgi_app, relayer=relayer)  # type: ignore[method-assign]
         app.extensions[EXTENSION_KEY] = relayer
 
-    # -- the calls views make --------------------------------------------------
-
-    def emit(
-        self,
-        event_type: str,
-        event_subtype: Any,
-        payload: Any,
-        partition_key: PartitionKey = None,
-    ) -> None:
-        """:meth:`relayer.Relayer.emit` on the current app's relayer."""
+    def _bound(self) -> Tuple[Relayer, Optional[Scope]]:
         scope = current_scope()
-        relayer = scope.relayer if scope is not None else self._app_relayer()
-        relayer._emit(scope, event_type, event_subtype, payload, partition_key)
-
-    def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
-        """:meth:`relayer.Relayer.emit_raw` on the current app's relayer."""
-        scope = current_scope()
-        relayer = scope.relayer if scope is not None else self._app_relayer()
-        relayer._emit_raw(scope, topic, message, partition_key)
-
-    def log(self, log_level: str, message: LogMessage) -> None:
-        """:meth:`relayer.Relayer.log` on the current app's relayer."""
-        scope = current_scope()
-        relayer = scope.relayer if scope is not None else self._app_relayer()
-        relayer._log(scope, log_level, message)
-
-    def flush(self, timeout: float = 10.0) -> int:
-        """:meth:`relayer.Relayer.flush` on the current app's relayer."""
-        return self.instance.flush(timeout)
-
-    def stats(self) -> Dict[str, int]:
-        """:meth:`relayer.Relayer.stats` of the current app's relayer."""
-        return self.instance.stats()
-
-    @property
-    def instance(self) -> Relayer:
-        """The :class:`~relayer.Relayer` of the app of the current request or
-        app context.
-        """
-        scope = current_scope()
-        return scope.relayer if scope is not None else self._app_relayer()
+        return (scope.relayer if scope is not None else self._app_relayer()), scope
 
     def _app_relayer(self) -> Relayer:
         try:

@@ -16,9 +16,10 @@ thread-safe producer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from typing import Any, Callable, Dict, Iterable, Optional, TypeVar, Union, cast
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar, Union, cast
 
 from .._relayer import Relayer, ScopedRelayer
 from .._scope import Scope, enter, leave
@@ -46,35 +47,15 @@ class RPCRelayer:
 
             @functools.wraps(func)
             async def async_call(*args: Any, **kwargs: Any) -> Any:
-                scope = Scope(instance)
-                kwargs["relayer"] = ScopedRelayer(instance, scope)
-                token = enter(scope)
-                error = None
-                try:
+                with _unit_of_work(instance, service, kwargs):
                     return await func(*args, **kwargs)
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    leave(token)
-                    _write_record(instance, scope, service, error)
 
             return cast(F, async_call)
 
         @functools.wraps(func)
         def call(*args: Any, **kwargs: Any) -> Any:
-            scope = Scope(instance)
-            kwargs["relayer"] = ScopedRelayer(instance, scope)
-            token = enter(scope)
-            error = None
-            try:
+            with _unit_of_work(instance, service, kwargs):
                 return func(*args, **kwargs)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                leave(token)
-                _write_record(instance, scope, service, error)
 
         return cast(F, call)
 
@@ -94,13 +75,24 @@ class RPCRelayer:
         return f"<RPCRelayer {self.instance!r}>"
 
 
-def _write_record(
-    instance: Relayer, scope: Scope, service: str, error: Optional[BaseException]
-) -> None:
-    fields: Dict[str, Any] = {"service": service, "service_time": scope.elapsed_ms()}
-    if error is not None:
-        fields["error"] = f"{type(error).__name__}: {error}"
-    instance.write_record(scope, fields)
+@contextlib.contextmanager
+def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> Iterator[None]:
+    """Make one call a unit of work: inject ``relayer=``, write the record in ``finally``."""
+    scope = Scope(instance)
+    kwargs["relayer"] = ScopedRelayer(instance, scope)
+    token = enter(scope)
+    error: Optional[BaseException] = None
+    try:
+        yield
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        leave(token)
+        fields: Dict[str, Any] = {"service": service, "service_time": scope.elapsed_ms()}
+        if error is not None:
+            fields["error"] = f"{type(error).__name__}: {error}"
+        instance.write_record(scope, fields)
 
 
 def make_rpc_relayer(
