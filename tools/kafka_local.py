@@ -188,8 +188,10 @@ def cluster_id(log_dir: Path) -> str | None:
     return found[1] if found else None
 
 
-def prepare(config_path: Path) -> list[str]:
+def prepare(config_path: Path, format_args: tuple[str, ...] = ()) -> list[str]:
     """Write the log4j2 config, format the storage if new; return the broker's argv.
+
+    ``format_args`` go to ``StorageTool format`` (e.g. ``--add-scram ...``).
 
     Logs go next to the config file: ``broker.log`` (log4j) and ``broker.out`` (JVM output).
     """
@@ -207,7 +209,16 @@ def prepare(config_path: Path) -> list[str]:
     if log_dir is None or cluster_id(Path(log_dir[1].strip())) is None:
         new_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         res = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", new_id, "-c", str(config_path)],
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                new_id,
+                "-c",
+                str(config_path),
+                *format_args,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -292,6 +303,7 @@ class KafkaBroker:
         controller_port: int | None = None,
         data_dir: Path | None = None,
         extra_config: dict[str, Any] | None = None,
+        format_args: tuple[str, ...] = (),
     ):
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
@@ -302,7 +314,8 @@ class KafkaBroker:
         self.config_path = self.data_dir / "server.properties"
         self.log_dir = self.data_dir / "kraft"  # Kafka's log.dirs
         self.logs = (self.data_dir / "broker.log", self.data_dir / "broker.out")
-        self.extra_config = dict(extra_config or {})
+        self.extra_config = dict(extra_config or {})  # overrides the template's keys
+        self.format_args = tuple(format_args)  # extra StorageTool format arguments
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None  # how long the last start() took
 
@@ -327,7 +340,7 @@ class KafkaBroker:
             config + "".join(f"{k}={v}\n" for k, v in self.extra_config.items())
         )
         t0 = time.monotonic()
-        argv = prepare(self.config_path)
+        argv = prepare(self.config_path, self.format_args)
         with open(self.logs[1], "ab") as out:
             self.proc = subprocess.Popen(
                 argv,
