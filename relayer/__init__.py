@@ -7,12 +7,14 @@ The core here knows no web framework; see :mod:`relayer.flask`,
 """
 
 from ._producer import DEFAULT_PRODUCER_CONFIG
+from ._redact import DEFAULT_REDACT_KEYS
 from ._relayer import Relayer, ScopedRelayer
 from .exceptions import (
     ConfigurationError,
     InvalidLogMessageError,
     InvalidPartitionKeyError,
     InvalidTopicError,
+    MessageTooLargeError,
     NonJSONSerializableMessageError,
     OutsideUnitOfWorkError,
     RelayerError,
@@ -23,10 +25,12 @@ __version__ = "2.0.0"
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
+    "DEFAULT_REDACT_KEYS",
     "ConfigurationError",
     "InvalidLogMessageError",
     "InvalidPartitionKeyError",
     "InvalidTopicError",
+    "MessageTooLargeError",
     "NonJSONSerializableMessageError",
     "OutsideUnitOfWorkError",
     "Relayer",

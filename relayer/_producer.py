@@ -31,6 +31,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Set
 
 import confluent_kafka
 
+from ._redact import redacted_config
+from .exceptions import ConfigurationError
+
 logger = logging.getLogger("relayer")
 
 #: librdkafka settings relayer uses unless ``producer_opts`` overrides them.
@@ -113,6 +116,22 @@ class _Accounts:
         with self.lock:
             self.unreported[f"client error ({reason})"] += 1
 
+    def error_callback(
+        self, user_callback: Optional[Callable[[confluent_kafka.KafkaError], None]]
+    ) -> Callable[[confluent_kafka.KafkaError], None]:
+        """Return librdkafka's ``error_cb``: count the error, then call the user's own."""
+        if user_callback is None:
+            return self.on_error
+
+        def both(err: confluent_kafka.KafkaError) -> None:
+            self.on_error(err)
+            try:
+                user_callback(err)
+            except Exception:
+                logger.exception("relayer: the error_cb of producer_opts raised")
+
+        return both
+
     def drop(self, reason: str) -> None:
         with self.lock:
             self.dropped += 1
@@ -144,10 +163,30 @@ class DeliveryProducer:
         shutdown_timeout: float = 5.0,
         report_interval: float = 10.0,
         on_delivery_error: Optional[DeliveryErrorCallback] = None,
+        when_full: str = "drop",
+        block_timeout: float = 0.5,
     ) -> None:
-        self._config = {**DEFAULT_PRODUCER_CONFIG, **config}
+        config = {**DEFAULT_PRODUCER_CONFIG, **config}
+        for reserved in _RESERVED:
+            if reserved in config:
+                raise ConfigurationError(
+                    f"producer_opts cannot set {reserved!r}: relayer counts deliveries "
+                    "itself; pass on_delivery_error= to hear about failures"
+                )
+        self._user_error_cb = config.pop("error_cb", None)
+        _validate(config)
+        if when_full not in ("drop", "block"):
+            raise ConfigurationError(f"when_full must be 'drop' or 'block', not {when_full!r}")
+        if block_timeout < 0:
+            raise ConfigurationError(f"block_timeout must be >= 0, not {block_timeout!r}")
+        self._config = config
+        #: The librdkafka settings in force (with librdkafka's own defaults
+        #: for message.max.bytes filled in).
+        self.config: Mapping[str, Any] = {"message.max.bytes": 1_000_000, **config}
         self.shutdown_timeout = shutdown_timeout
         self.report_interval = report_interval
+        self.when_full = when_full
+        self.block_timeout = block_timeout
         self._on_delivery_error = on_delivery_error
         self._init_process_state()
         _live.add(self)
@@ -178,9 +217,32 @@ class DeliveryProducer:
         try:
             rdk.produce(topic, value, key)
         except BufferError:
-            self._accounts.drop("buffer full")
+            if self.when_full == "block":
+                self._produce_when_room(rdk, topic, value, key)
+            else:
+                self._accounts.drop("buffer full")
         except confluent_kafka.KafkaException as exc:
             self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
+
+    def _produce_when_room(
+        self, rdk: confluent_kafka.Producer, topic: str, value: bytes, key: Optional[bytes]
+    ) -> None:
+        """``when_full="block"``: wait up to ``block_timeout`` for room, then drop."""
+        deadline = time.monotonic() + self.block_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._accounts.drop("buffer full")
+                return
+            rdk.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
+            try:
+                rdk.produce(topic, value, key)
+                return
+            except BufferError:
+                continue
+            except confluent_kafka.KafkaException as exc:
+                self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
+                return
 
     def _build(self) -> Optional[confluent_kafka.Producer]:
         with self._build_lock:
@@ -190,8 +252,13 @@ class DeliveryProducer:
                     "logger": _LibrdkafkaLog(self.report_interval),
                     **self._config,
                     "on_delivery": accounts.on_delivery,
-                    "error_cb": accounts.on_error,
+                    "error_cb": accounts.error_callback(self._user_error_cb),
                 }
+                logger.debug(
+                    "relayer: starting a producer in process %d with %s",
+                    os.getpid(),
+                    redacted_config(self._config),
+                )
                 rdk = confluent_kafka.Producer(config)
                 self._poller = threading.Thread(
                     target=_poll_forever,
@@ -266,7 +333,28 @@ class DeliveryProducer:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("started" if self._rdk else "idle")
         servers = self._config.get("bootstrap.servers")
-        return f"<DeliveryProducer {state} bootstrap.servers={servers!r}>"
+        return (
+            f"<DeliveryProducer {state} bootstrap.servers={servers!r} when_full={self.when_full!r}>"
+        )
+
+
+#: Settings relayer's delivery accounting owns.
+_RESERVED = ("on_delivery", "callback", "delivery.report.only.error", "dr_cb", "dr_msg_cb")
+
+
+def _validate(config: Mapping[str, Any]) -> None:
+    """Refuse settings librdkafka would refuse, now rather than at the first message.
+
+    A throwaway handle without ``bootstrap.servers`` checks every other
+    setting without connecting anywhere (about a millisecond).
+    """
+    probe = {k: v for k, v in config.items() if k != "bootstrap.servers"}
+    probe["log_level"] = 0
+    try:
+        confluent_kafka.Producer(probe)
+    except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
+        detail = exc.args[0].str() if isinstance(exc, confluent_kafka.KafkaException) else exc
+        raise ConfigurationError(f"invalid producer setting: {detail}") from exc
 
 
 def _poll_forever(

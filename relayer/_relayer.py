@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import orjson
 
 from ._encoding import PartitionKey, dumps, encode_key, topic_name
-from ._producer import DeliveryErrorCallback, DeliveryProducer
+from ._producer import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback, DeliveryProducer
+from ._redact import DEFAULT_REDACT_KEYS, Redactor
 from ._scope import Fragment, Scope, current_scope, log_line_dict, utc
-from .exceptions import ConfigurationError, InvalidLogMessageError
+from .exceptions import ConfigurationError, InvalidLogMessageError, MessageTooLargeError
 
 logger = logging.getLogger("relayer")
 
@@ -21,6 +22,10 @@ _UTC = timezone.utc
 _now = datetime.now
 _time = time.time
 _orjson_dumps = orjson.dumps
+
+#: What librdkafka adds to key and value when it checks message.max.bytes
+#: (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD).
+_WIRE_OVERHEAD = 36
 
 #: Topic names checked once are remembered, up to this many.
 _TOPIC_CACHE_SIZE = 1024
@@ -47,6 +52,16 @@ class Relayer:
         waits for pending messages before giving them up.
     :param on_delivery_error: called as ``(error, topic, key)`` for each
         message Kafka could not take, from the poller thread.
+    :param buffer_max_messages: how many messages may wait for delivery…
+    :param buffer_max_kbytes: …and how many kilobytes; past either limit a
+        new message is dropped (and counted), or waited for (``when_full``).
+    :param when_full: ``"drop"`` (the default: never wait) or ``"block"``
+        (wait up to ``block_timeout`` seconds for room, then drop).
+    :param block_timeout: see ``when_full``.
+    :param redact_keys: names whose values are masked in records: query-string
+        parameters and the keys of logged dicts, matched case-insensitively
+        as substrings (default :data:`relayer.DEFAULT_REDACT_KEYS`; ``()``
+        turns it off).
 
     :raises ConfigurationError: a setting is missing or invalid.
     :raises InvalidTopicError: the logging topic is not a valid topic name.
@@ -63,6 +78,11 @@ class Relayer:
         *,
         shutdown_timeout: float = 5.0,
         on_delivery_error: Optional[DeliveryErrorCallback] = None,
+        buffer_max_messages: int = DEFAULT_PRODUCER_CONFIG["queue.buffering.max.messages"],
+        buffer_max_kbytes: int = DEFAULT_PRODUCER_CONFIG["queue.buffering.max.kbytes"],
+        when_full: str = "drop",
+        block_timeout: float = 0.5,
+        redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
     ) -> None:
         if not isinstance(topic_prefix, str) or not isinstance(topic_suffix, str):
             raise ConfigurationError("topic_prefix and topic_suffix must be strings")
@@ -70,7 +90,17 @@ class Relayer:
             raise ConfigurationError(
                 f"logging_topic must be a non-empty string, not {logging_topic!r}"
             )
-        config = dict(producer_opts or {})
+        for name, limit in (
+            ("buffer_max_messages", buffer_max_messages),
+            ("buffer_max_kbytes", buffer_max_kbytes),
+        ):
+            if type(limit) is not int or limit < 1:
+                raise ConfigurationError(f"{name} must be a positive int, not {limit!r}")
+        config: Dict[str, Any] = {
+            "queue.buffering.max.messages": buffer_max_messages,
+            "queue.buffering.max.kbytes": buffer_max_kbytes,
+            **(producer_opts or {}),
+        }
         servers = _bootstrap_servers(kafka_hosts)
         if servers:
             config["bootstrap.servers"] = servers
@@ -88,10 +118,16 @@ class Relayer:
         self.topic_suffix = topic_suffix
         self.source = topic_prefix + logging_topic + topic_suffix if source is None else source
         self.record_topic = topic_name(topic_prefix, logging_topic, topic_suffix)
+        self.redactor = Redactor(redact_keys)
         self._topics: Dict[Any, str] = {}
         self._producer = DeliveryProducer(
-            config, shutdown_timeout=shutdown_timeout, on_delivery_error=on_delivery_error
+            config,
+            shutdown_timeout=shutdown_timeout,
+            on_delivery_error=on_delivery_error,
+            when_full=when_full,
+            block_timeout=block_timeout,
         )
+        self._max_message_bytes = int(self._producer.config["message.max.bytes"]) - _WIRE_OVERHEAD
 
     # -- the public calls ------------------------------------------------------
 
@@ -181,8 +217,10 @@ class Relayer:
         """Produce the aggregated record of ``scope`` to the logging topic.
 
         ``fields`` (request or call metadata) go between ``date`` and
-        ``lines``. Never raises: this runs as a request ends, where an error
-        would hurt the service, so a failure is logged instead.
+        ``lines``. A record too large for ``message.max.bytes`` loses lines
+        from its middle, keeping the first and the last ones, and says how
+        many in ``truncated_lines``. Never raises: this runs as a request
+        ends, where an error would hurt the service, so a failure is logged.
         """
         try:
             record = {
@@ -192,9 +230,41 @@ class Relayer:
                 **fields,
                 "lines": scope.rendered_lines(),
             }
-            self._send(self.record_topic, dumps(record, "record"), None)
+            self._send_record(record)
         except Exception:
             logger.exception("relayer: could not write the record of a unit of work")
+
+    def _send_record(self, record: Dict[str, Any]) -> None:
+        value = dumps(record, "record")
+        if len(value) > self._max_message_bytes:
+            value = self._truncated(record)
+        self._send(self.record_topic, value, None)
+
+    def _truncated(self, record: Dict[str, Any]) -> bytes:
+        """``record`` without as many middle lines as it takes to fit."""
+        lines = [_orjson_dumps(line) for line in record["lines"]]
+        record["lines"] = []
+        record["truncated_lines"] = len(lines)
+        budget = self._max_message_bytes - len(dumps(record, "record"))
+        head: List[bytes] = []
+        tail: List[bytes] = []
+        first, last = 0, len(lines) - 1
+        while first <= last:  # take lines from both ends, alternately, while they fit
+            take_head = len(head) <= len(tail)
+            line = lines[first] if take_head else lines[last]
+            if len(line) + 1 > budget:
+                break
+            budget -= len(line) + 1
+            if take_head:
+                head.append(line)
+                first += 1
+            else:
+                tail.append(line)
+                last -= 1
+        kept = head + tail[::-1]
+        record["lines"] = [Fragment(line) for line in kept]
+        record["truncated_lines"] = len(lines) - len(kept)
+        return dumps(record, "record")
 
     # -- the work behind the public calls (also used by ScopedRelayer) ----------
 
@@ -222,6 +292,8 @@ class Relayer:
             value = _orjson_dumps(envelope)
         except TypeError:
             value = dumps(envelope, f"event {event_type!r}/{event_subtype!r}")
+        if len(value) > self._max_message_bytes - (len(key) if key else 0):
+            self._too_large(topic, value, key)
         self._send(topic, value, key)
         if scope is not None:
             scope.lines.append(Fragment(value))
@@ -235,6 +307,8 @@ class Relayer:
             full_topic = self._topic(topic)
         key = None if partition_key is None else encode_key(partition_key)
         value = dumps(message, f"message for topic {full_topic!r}")
+        if len(value) > self._max_message_bytes - (len(key) if key else 0):
+            self._too_large(full_topic, value, key)
         self._send(full_topic, value, key)
         if scope is not None:
             scope.lines.append(Fragment(value))
@@ -248,9 +322,7 @@ class Relayer:
         if type(message) is str:
             payload = message
         elif isinstance(message, Mapping):
-            payload = Fragment(
-                dumps(message if type(message) is dict else dict(message), "log message")
-            )
+            payload = Fragment(dumps(self.redactor.payload(message), "log message"))
         elif isinstance(message, str):
             payload = str(message)
         else:
@@ -267,12 +339,20 @@ class Relayer:
             "date": utc(line[2]),
             "lines": [log_line_dict(line)],
         }
-        self._send(self.record_topic, dumps(record, "record"), None)
+        self._send_record(record)
 
     def _send(self, topic: str, value: bytes, key: Optional[bytes]) -> None:
         if logger.isEnabledFor(_DEBUG):
             logger.debug("relayer: producing to %s (key=%r): %s", topic, key, value.decode())
         self._producer.produce(topic, value, key)
+
+    def _too_large(self, topic: str, value: bytes, key: Optional[bytes]) -> None:
+        size = len(value) + (len(key) if key else 0) + _WIRE_OVERHEAD
+        raise MessageTooLargeError(
+            f"a message for topic {topic!r} would be {size} bytes, over the producer's "
+            f"message.max.bytes of {self._max_message_bytes + _WIRE_OVERHEAD}; send less, "
+            "or raise message.max.bytes in producer_opts (and max.message.bytes on the topic)"
+        )
 
     def _topic(self, name: Any) -> str:
         topic = topic_name(self.topic_prefix, name, self.topic_suffix)

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidLogMessageError",
     "InvalidPartitionKeyError",
     "InvalidTopicError",
+    "MessageTooLargeError",
     "NonJSONSerializableMessageError",
     "OutsideUnitOfWorkError",
     "RelayerError",
@@ -53,6 +54,15 @@ class InvalidTopicError(RelayerError, ValueError):
 
     Kafka accepts 1 to 249 characters from ``[a-zA-Z0-9._-]``, and neither
     ``.`` nor ``..`` alone.
+    """
+
+
+class MessageTooLargeError(RelayerError, ValueError):
+    """A message is larger than the producer's ``message.max.bytes``.
+
+    The message says how large it was and what the limit is; raise the limit
+    with ``producer_opts={"message.max.bytes": ...}`` (and the topic's
+    ``max.message.bytes`` on the broker) if such messages are expected.
     """
 
 

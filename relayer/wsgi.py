@@ -29,6 +29,7 @@ from typing import (
     Union,
 )
 
+from ._redact import Redactor
 from ._relayer import Relayer
 from ._scope import Scope, enter, leave
 
@@ -100,7 +101,7 @@ class RelayerMiddleware:
         status: Optional[str],
         content_length: Optional[int],
     ) -> None:
-        fields = request_fields(environ)
+        fields = request_fields(environ, self.relayer.redactor)
         fields["status"] = int(status[:3]) if status else None
         fields["content_length"] = content_length
         fields["request_time"] = scope.elapsed_ms()
@@ -164,11 +165,18 @@ class _StreamedBody:
             self._middleware._finish(self._scope, self._environ, self._sent[0], self._length)
 
 
-def request_fields(environ: WSGIEnvironment) -> Dict[str, Any]:
-    """The request part of a record, with the original relayer's field names."""
+def request_fields(environ: WSGIEnvironment, redactor: Optional[Redactor] = None) -> Dict[str, Any]:
+    """The request part of a record, with the original relayer's field names.
+
+    No header is recorded but the few named here (never ``Authorization`` or
+    ``Cookie``); query-string parameters whose names look secret are masked
+    by ``redactor``.
+    """
     get = environ.get
     path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
     query = get("QUERY_STRING", "")
+    if redactor is not None:
+        query = redactor.query_string(query)
     return {
         "user_agent": get("HTTP_USER_AGENT"),
         "method": get("REQUEST_METHOD"),

@@ -276,3 +276,33 @@ class TestOutsideRequests:
     def test_without_app_context_is_a_clear_error(self, app):
         with pytest.raises(OutsideUnitOfWorkError, match="app context"):
             relayer.emit("e", "s", 1)
+
+
+def test_secrets_never_reach_the_record(client, relayer_patch):
+    client.get(
+        "/?user=ada&password=hunter2&access_token=tok-123&api_key=K-9",
+        headers={
+            "Authorization": "Bearer AUTH-VALUE",
+            "Proxy-Authorization": "Basic PROXY-VALUE",
+            "Cookie": "session=COOKIE-VALUE",
+        },
+    )
+    [(raw, _)] = relayer_patch.produced_messages["logging_topic"]
+    for secret in (b"hunter2", b"tok-123", b"K-9", b"AUTH-VALUE", b"PROXY-VALUE", b"COOKIE-VALUE"):
+        assert secret not in raw
+    record = records(relayer_patch)[0]
+    assert record["query_string"] == "user=ada&password=***&access_token=***&api_key=***"
+
+
+def test_set_cookie_of_the_response_is_not_recorded(relayer_patch):
+    app = Flask(__name__)
+    FlaskRelayer(app, "logs", "k:1")
+
+    @app.get("/login")
+    def login():
+        response = Response("ok")
+        response.set_cookie("session", "SET-COOKIE-VALUE")
+        return response
+
+    app.test_client().get("/login")
+    assert b"SET-COOKIE-VALUE" not in relayer_patch.produced_messages["logs"][0][0]

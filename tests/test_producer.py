@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import confluent_kafka
 import pytest
 
 from relayer._producer import DEFAULT_PRODUCER_CONFIG, DeliveryProducer, _close_all_at_exit, _live
@@ -236,3 +237,43 @@ def test_exit_flushes_without_explicit_flush():
     )
     assert proc.returncode == 0, proc.stderr
     assert "'delivered': 50" in proc.stdout
+
+
+def test_when_full_block_waits_up_to_block_timeout_then_drops(producers):
+    producer = producers(
+        {**DOWN, "queue.buffering.max.messages": 2}, when_full="block", block_timeout=0.2
+    )
+    producer.produce("t", b"1")
+    producer.produce("t", b"2")
+    started = time.monotonic()
+    producer.produce("t", b"3")
+    waited = time.monotonic() - started
+    assert 0.2 <= waited < 1.0
+    assert producer.stats()["dropped"] == 1
+
+
+def test_when_full_block_succeeds_once_there_is_room(producers):
+    producer = producers(
+        {**MOCK_CLUSTER, "queue.buffering.max.messages": 5, "linger.ms": 0},
+        when_full="block",
+        block_timeout=5,
+    )
+    for i in range(200):
+        producer.produce("t", b"%d" % i)
+    assert producer.flush(10) == 0
+    assert producer.stats() == {
+        "produced": 200, "delivered": 200, "failed": 0, "dropped": 0, "pending": 0,
+    }  # fmt: skip
+
+
+def test_user_error_cb_is_called_too(producers):
+    seen = []
+    producer = producers({**DOWN, "error_cb": seen.append})
+    producer.produce("t", b"v")
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen and seen[0].code() in (
+        confluent_kafka.KafkaError._TRANSPORT,
+        confluent_kafka.KafkaError._ALL_BROKERS_DOWN,
+    )

@@ -10,6 +10,7 @@ from relayer import (
     ConfigurationError,
     InvalidLogMessageError,
     InvalidTopicError,
+    MessageTooLargeError,
     NonJSONSerializableMessageError,
     Relayer,
     RelayerError,
@@ -61,7 +62,8 @@ class TestConstruction:
         assert Relayer("logs", "a:1", source="billing").source == "billing"
 
     def test_producer_opts_pass_through_over_defaults(self):
-        r = Relayer("logs", "a:1", producer_opts={"linger.ms": 50, "acks": 1})
+        opts = {"linger.ms": 50, "acks": 1, "enable.idempotence": False}
+        r = Relayer("logs", "a:1", producer_opts=opts)
         assert r._producer._config["linger.ms"] == 50
         assert r._producer._config["acks"] == 1
         assert r._producer._config["compression.type"] == "lz4"
@@ -216,3 +218,115 @@ class TestLogAndScope:
 def test_repr_names_topic_and_servers():
     text = repr(Relayer("logs", "a:1"))
     assert "logs" in text and "a:1" in text
+
+
+class TestBuffer:
+    def test_buffer_settings_reach_librdkafka(self):
+        r = Relayer("logs", "a:1", buffer_max_messages=10, buffer_max_kbytes=64)
+        assert r._producer._config["queue.buffering.max.messages"] == 10
+        assert r._producer._config["queue.buffering.max.kbytes"] == 64
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"buffer_max_messages": 0},
+            {"buffer_max_kbytes": -1},
+            {"buffer_max_messages": "10"},
+            {"when_full": "wait"},
+            {"block_timeout": -1},
+            {"shutdown_timeout": -1},
+        ],
+    )
+    def test_invalid_settings(self, kwargs):
+        with pytest.raises(ConfigurationError):
+            Relayer("logs", "a:1", **kwargs)
+
+    def test_librdkafka_refusals_surface_at_construction(self):
+        with pytest.raises(ConfigurationError, match="no.such.setting"):
+            Relayer("logs", "a:1", producer_opts={"no.such.setting": 1})
+        with pytest.raises(ConfigurationError, match="compression"):
+            Relayer("logs", "a:1", producer_opts={"compression.type": "zip"})
+
+    @pytest.mark.parametrize("reserved", ["on_delivery", "delivery.report.only.error"])
+    def test_reserved_settings(self, reserved):
+        with pytest.raises(ConfigurationError, match="on_delivery_error"):
+            Relayer("logs", "a:1", producer_opts={reserved: True})
+
+
+class TestSizes:
+    def test_event_over_message_max_bytes_raises_before_producing(self, relayer, relayer_patch):
+        with pytest.raises(MessageTooLargeError, match="dev_e_v1.*message.max.bytes of 1000000"):
+            relayer.emit("e", "s", "x" * 1_000_000)
+        with pytest.raises(MessageTooLargeError):
+            relayer.emit_raw("raw", "x" * 1_000_000)
+        assert relayer_patch.produced_messages == {}
+
+    def test_limit_is_librdkafkas_exactly(self, make_relayer):
+        relayer = make_relayer(producer_opts={"message.max.bytes": 2000})
+        envelope_size = len(
+            b'{"source":"logs","event_type":"e","event_subtype":"s","payload":"",'
+            b'"timestamp":"2026-11-22T05:49:53.403559+00:00"}'
+        )
+        fits = 2000 - 36 - envelope_size - 1  # one byte for the key
+        relayer.emit("e", "s", "x" * fits, partition_key=b"k")
+        with pytest.raises(MessageTooLargeError):
+            relayer.emit("e", "s", "x" * (fits + 1), partition_key=b"k")
+        assert relayer.flush(10) == 0
+        assert relayer.stats()["delivered"] == 1
+
+    def test_oversized_record_keeps_first_and_last_lines(self, relayer_patch):
+        relayer = Relayer("logs", "a:1", producer_opts={"message.max.bytes": 5000})
+        scope = Scope(relayer)
+        token = enter(scope)
+        for i in range(200):
+            relayer.log("info", f"line {i:03d} " + "x" * 50)
+        leave(token)
+        relayer.write_record(scope, {"status": 200})
+        [(value, _)] = relayer_patch.produced_messages["logs"]
+        assert len(value) + 36 <= 5000
+        record = orjson.loads(value)
+        kept = [line["payload"][:8] for line in record["lines"]]
+        assert kept[0] == "line 000" and kept[-1] == "line 199"
+        assert record["truncated_lines"] == 200 - len(kept) > 0
+        numbers = [int(k[5:]) for k in kept]
+        assert numbers == sorted(numbers), "order kept"
+        assert record["status"] == 200
+
+    def test_a_huge_log_line_outside_a_unit_of_work_still_sends_a_record(self, relayer_patch):
+        relayer = Relayer("logs", "a:1", producer_opts={"message.max.bytes": 2000})
+        relayer.log("info", "x" * 5000)
+        [record] = relayer_patch.messages("logs")
+        assert record["lines"] == [] and record["truncated_lines"] == 1
+
+
+class TestSecrets:
+    def test_log_dicts_are_redacted(self, relayer, relayer_patch):
+        relayer.log("info", {"user": "ada", "password": "hunter2", "nested": {"api_key": "k"}})
+        [line] = relayer_patch.messages("dev_logs_v1")[0]["lines"]
+        assert line["payload"] == {"user": "ada", "password": "***", "nested": {"api_key": "***"}}
+
+    def test_redact_keys_configurable(self, relayer_patch):
+        relayer = Relayer("logs", "a:1", redact_keys=["ssn"])
+        relayer.log("info", {"ssn": "1", "password": "p"})
+        assert relayer_patch.messages("logs")[0]["lines"][0]["payload"] == {
+            "ssn": "***",
+            "password": "p",
+        }
+
+    def test_emitted_payloads_are_business_data_and_untouched(self, relayer, relayer_patch):
+        relayer.emit("e", "s", {"token": "t"})
+        assert relayer_patch.messages("dev_e_v1")[0]["payload"] == {"token": "t"}
+
+    def test_no_secret_in_repr_or_logs(self, make_relayer, caplog):
+        opts = {
+            "sasl.username": "alice",
+            "sasl.password": "PASSWORD-VALUE",
+            "ssl.key.password": "KEY-PASSWORD-VALUE",
+        }
+        with caplog.at_level(logging.DEBUG, logger="relayer"):
+            relayer = make_relayer(producer_opts=opts)
+            relayer.emit("e", "s", 1)
+            relayer.flush(10)
+        assert "starting a producer" in caplog.text and "alice" in caplog.text
+        for text in (repr(relayer), repr(relayer._producer), caplog.text):
+            assert "PASSWORD-VALUE" not in text
