@@ -13,7 +13,12 @@ from ._encoding import PartitionKey, dumps, encode_key, topic_name
 from ._producer import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback, DeliveryProducer
 from ._redact import DEFAULT_REDACT_KEYS, Redactor
 from ._scope import Fragment, Scope, current_scope, log_line_dict, utc
-from .exceptions import ConfigurationError, InvalidLogMessageError, MessageTooLargeError
+from .exceptions import (
+    ConfigurationError,
+    InvalidLogMessageError,
+    MessageTooLargeError,
+    NonJSONSerializableMessageError,
+)
 
 logger = logging.getLogger("relayer")
 
@@ -329,6 +334,8 @@ class Relayer:
             raise InvalidLogMessageError(
                 f"a log message must be a str or a dict, not {type(message).__name__}"
             )
+        if not (log_level.isascii() and (type(payload) is not str or payload.isascii())):
+            _check_unicode(log_level, payload)
         line = (log_level, payload, _time())
         if scope is not None:
             scope.lines.append(line)
@@ -359,6 +366,18 @@ class Relayer:
         if len(self._topics) < _TOPIC_CACHE_SIZE:
             self._topics[name] = topic
         return topic
+
+
+def _check_unicode(level: str, payload: Any) -> None:
+    """Refuse strings JSON cannot carry (lone surrogates) before they are kept."""
+    for what, text in (("log level", level), ("log message", payload)):
+        if type(text) is str:
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                raise NonJSONSerializableMessageError(
+                    f"the {what} is not valid Unicode: {exc}"
+                ) from exc
 
 
 def _bootstrap_servers(kafka_hosts: Union[str, Iterable[str], None]) -> str:
