@@ -198,6 +198,7 @@ class DeliveryProducer:
         self._poller: Optional[threading.Thread] = None
         self._accounts = _Accounts(self._on_delivery_error)
         self._closed = False
+        self._unusable = ""  # why librdkafka refused to start, if it did
 
     # -- producing ---------------------------------------------------------
 
@@ -212,7 +213,7 @@ class DeliveryProducer:
         if rdk is None:
             rdk = self._build()
             if rdk is None:
-                self._accounts.drop("producer closed")
+                self._accounts.drop(self._unusable or "producer closed")
                 return
         try:
             rdk.produce(topic, value, key)
@@ -246,7 +247,7 @@ class DeliveryProducer:
 
     def _build(self) -> Optional[confluent_kafka.Producer]:
         with self._build_lock:
-            if self._rdk is None and not self._closed:
+            if self._rdk is None and not self._closed and not self._unusable:
                 accounts = self._accounts
                 config = {
                     "logger": _LibrdkafkaLog(self.report_interval),
@@ -259,7 +260,14 @@ class DeliveryProducer:
                     os.getpid(),
                     redacted_config(self._config),
                 )
-                rdk = confluent_kafka.Producer(config)
+                try:
+                    rdk = confluent_kafka.Producer(config)
+                except confluent_kafka.KafkaException as exc:
+                    # Settings were checked at construction; what fails here
+                    # depends on the machine (a CA file that went missing…).
+                    self._unusable = f"producer could not start: {exc.args[0].str()}"
+                    logger.error("relayer: %s; its messages are dropped", self._unusable)
+                    return None
                 self._poller = threading.Thread(
                     target=_poll_forever,
                     args=(rdk, accounts, self._stop, self.report_interval),

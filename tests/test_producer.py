@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import confluent_kafka
 import pytest
@@ -277,3 +278,14 @@ def test_user_error_cb_is_called_too(producers):
         confluent_kafka.KafkaError._TRANSPORT,
         confluent_kafka.KafkaError._ALL_BROKERS_DOWN,
     )
+
+
+def test_a_producer_that_cannot_start_drops_and_counts_never_raises(producers, caplog, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())
+    producer = producers({**DOWN, "security.protocol": "SSL", "ssl.ca.location": str(ca)})
+    ca.unlink()  # gone between construction and the first message
+    producer.produce("t", b"v")
+    producer.produce("t", b"w")
+    assert producer.stats()["dropped"] == 2
+    assert caplog.text.count("producer could not start") == 1

@@ -17,7 +17,9 @@ of apps (the application-factory pattern).
 Settings not passed to ``init_app`` are read once from ``app.config``:
 ``KAFKA_HOSTS`` (as in the original README) or ``RELAYER_KAFKA_HOSTS``,
 ``RELAYER_LOGGING_TOPIC``, ``RELAYER_TOPIC_PREFIX``, ``RELAYER_TOPIC_SUFFIX``,
-``RELAYER_SOURCE``, ``RELAYER_PRODUCER_OPTS`` and ``RELAYER_SHUTDOWN_TIMEOUT``.
+``RELAYER_SOURCE``, ``RELAYER_PRODUCER_OPTS``, ``RELAYER_SHUTDOWN_TIMEOUT``,
+``RELAYER_BUFFER_MAX_MESSAGES``, ``RELAYER_BUFFER_MAX_KBYTES``,
+``RELAYER_WHEN_FULL``, ``RELAYER_BLOCK_TIMEOUT`` and ``RELAYER_REDACT_KEYS``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ _CONFIG_KEYS = {
     "source": "RELAYER_SOURCE",
     "producer_opts": "RELAYER_PRODUCER_OPTS",
     "shutdown_timeout": "RELAYER_SHUTDOWN_TIMEOUT",
+    "buffer_max_messages": "RELAYER_BUFFER_MAX_MESSAGES",
+    "buffer_max_kbytes": "RELAYER_BUFFER_MAX_KBYTES",
+    "when_full": "RELAYER_WHEN_FULL",
+    "block_timeout": "RELAYER_BLOCK_TIMEOUT",
+    "redact_keys": "RELAYER_REDACT_KEYS",
 }
 
 
