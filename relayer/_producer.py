@@ -11,7 +11,8 @@ down, and so that every message is accounted for:
   librdkafka's own logs (see confluent-kafka's ``examples/producer.py``);
 - a message librdkafka cannot queue (buffer full) is dropped and counted;
   failed deliveries are counted by reason; both are reported on the
-  ``relayer`` logger at most once per ``report_interval``;
+  ``relayer`` logger, the first at once, then at most once per
+  ``report_interval``;
 - :meth:`close` flushes with a bounded wait and reports what was lost; an
   ``atexit`` hook closes every live producer.
 """
@@ -371,7 +372,7 @@ def _poll_forever(
     stop: threading.Event,
     report_interval: float,
 ) -> None:
-    next_report = time.monotonic() + report_interval
+    next_report = time.monotonic()  # the first problem is reported at once
     while not stop.is_set():
         rdk.poll(0.1)
         if accounts.unreported and time.monotonic() >= next_report:

@@ -31,7 +31,16 @@ DEFAULT_REDACT_KEYS: Tuple[str, ...] = (
 )
 
 #: Parts of librdkafka setting names whose values are secret.
-_SECRET_SETTINGS = ("password", "secret", "jaas", ".pem", "oauthbearer.config", "token")
+_SECRET_SETTINGS = (
+    "password",
+    "passphrase",
+    "secret",
+    "private",
+    "jaas",
+    ".pem",
+    "oauthbearer.config",
+    "token",
+)
 
 _CACHE_SIZE = 1024
 
