@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   start a local Kafka, serve requests, show what reached Kafka
 #   make test   lint, type-check, and run every test, unit and real-Kafka
+#               (the 3-broker failover test as a step of its own)
 # Both create .venv and install what they need on first use; Kafka's jars
 # come from Maven Central through mvn into ~/.cache/relayer (Java 17 needed).
 
@@ -8,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test unit integration lint demo broker clean
+.PHONY: test unit integration failover lint demo broker clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +18,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 test: lint $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not failover"
+	$(PY) -m pytest -m failover
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests --ignore=tests/integration
 
 integration: $(VENV)/.installed
-	$(PY) -m pytest tests/integration
+	$(PY) -m pytest tests/integration -m "not failover"
+
+failover: $(VENV)/.installed
+	$(PY) -m pytest tests/integration -m failover -s
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check relayer tests tools examples

@@ -1,4 +1,4 @@
-"""Fetch and run a local single-node KRaft Kafka broker, without Docker.
+"""Fetch and run a local KRaft Kafka broker (or a 3-node cluster), without Docker.
 
 Jars come from Maven Central (``mvn``) into a cache outside the repository,
 ``$RELAYER_KAFKA_CACHE/kafka-<version>/libs`` (default root: ``~/.cache/relayer``).
@@ -6,6 +6,9 @@ Jars come from Maven Central (``mvn``) into a cache outside the repository,
     python -m tools.kafka_local fetch              # download the jars only
     python -m tools.kafka_local run [--port 9092]  # foreground broker until Ctrl-C
     python -m tools.kafka_local serve CONFIG       # format if needed, exec java (tools/kafka-server-start)
+
+``KafkaBroker`` is a restartable single node; ``KafkaCluster`` is several combined
+broker+controller nodes (a real quorum) whose nodes can be killed and restarted one by one.
 
 Standard library only, except ``wait_ready`` (confluent-kafka) and optionally ``port_for``.
 """
@@ -23,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -188,26 +192,34 @@ def cluster_id(log_dir: Path) -> str | None:
     return found[1] if found else None
 
 
-def prepare(config_path: Path, format_args: tuple[str, ...] = ()) -> list[str]:
+def prepare(
+    config_path: Path,
+    format_args: tuple[str, ...] = (),
+    cluster: str | None = None,
+    heap: str | None = None,
+) -> list[str]:
     """Write the log4j2 config, format the storage if new; return the broker's argv.
 
-    ``format_args`` go to ``StorageTool format`` (e.g. ``--add-scram ...``).
+    ``format_args`` go to ``StorageTool format`` (e.g. ``--add-scram ...``). ``cluster`` is
+    the cluster id to format with (default: a new random one; the nodes of one cluster must
+    share it). ``heap`` replaces the default maximum heap (``-Xmx``), e.g. ``"256m"``.
 
     Logs go next to the config file: ``broker.log`` (log4j) and ``broker.out`` (JVM output).
     """
     config_path = Path(config_path).resolve()
     log4j = config_path.parent / "log4j2.properties"
     log4j.write_text(LOG4J2_TEMPLATE.format(log_file=config_path.parent / "broker.log"))
+    flags = [f"-Xmx{heap}" if heap and f.startswith("-Xmx") else f for f in JVM_FLAGS]
     java = [
         java_bin(),
-        *JVM_FLAGS,
+        *flags,
         f"-Dlog4j2.configurationFile={log4j}",
         "-cp",
         f"{ensure_jars()}/*",
     ]
     log_dir = re.search(r"^log\.dirs=([^,\n]+)", config_path.read_text(), re.MULTILINE)
     if log_dir is None or cluster_id(Path(log_dir[1].strip())) is None:
-        new_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        new_id = cluster or new_cluster_id()
         res = subprocess.run(
             [
                 *java,
@@ -226,6 +238,12 @@ def prepare(config_path: Path, format_args: tuple[str, ...] = ()) -> list[str]:
         if res.returncode != 0:
             raise RuntimeError(f"formatting the Kafka storage failed:\n{res.stdout}{res.stderr}")
     return [*java, "kafka.Kafka", str(config_path)]
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (22 characters of URL-safe base64, like ``kafka-storage
+    random-uuid``)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def log_tail(*paths: Path, lines: int = 40) -> str:
@@ -304,6 +322,9 @@ class KafkaBroker:
         data_dir: Path | None = None,
         extra_config: dict[str, Any] | None = None,
         format_args: tuple[str, ...] = (),
+        *,
+        cluster: str | None = None,
+        heap: str | None = None,
     ):
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
@@ -316,6 +337,8 @@ class KafkaBroker:
         self.logs = (self.data_dir / "broker.log", self.data_dir / "broker.out")
         self.extra_config = dict(extra_config or {})  # overrides the template's keys
         self.format_args = tuple(format_args)  # extra StorageTool format arguments
+        self.cluster = cluster  # cluster id to format with (None: a new random one)
+        self.heap = heap  # -Xmx value (None: JVM_FLAGS' default)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None  # how long the last start() took
 
@@ -331,6 +354,18 @@ class KafkaBroker:
         """(Re)start the broker and wait until it answers, at most ``timeout`` seconds."""
         if self.running:
             return self
+        t0 = time.monotonic()
+        self.launch(self.prepare())
+        self.wait_started(timeout)
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def prepare(self) -> list[str]:
+        """Write the config files and format the storage if new; return the JVM's argv.
+
+        The slow part of a first start; safe to run in any thread (``KafkaCluster`` formats
+        its nodes in parallel).
+        """
         ensure_jars()  # a first fetch is not counted in ``timeout``
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = CONFIG_TEMPLATE.format(
@@ -339,8 +374,16 @@ class KafkaBroker:
         self.config_path.write_text(
             config + "".join(f"{k}={v}\n" for k, v in self.extra_config.items())
         )
-        t0 = time.monotonic()
-        argv = prepare(self.config_path, self.format_args)
+        return prepare(self.config_path, self.format_args, self.cluster, self.heap)
+
+    def launch(self, argv: list[str]) -> None:
+        """Start the JVM (``argv`` from :meth:`prepare`) without waiting for it.
+
+        From the main thread the broker also gets SIGKILL if this process dies. Linux sends
+        that signal when the *thread* that forked the broker ends, so from any other thread
+        this is left out: the ``atexit`` hook (and the fixtures' teardown) still stop it.
+        """
+        on_main_thread = threading.current_thread() is threading.main_thread()
         with open(self.logs[1], "ab") as out:
             self.proc = subprocess.Popen(
                 argv,
@@ -348,16 +391,17 @@ class KafkaBroker:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if on_main_thread else None,
             )
         _RUNNING.add(self)
+
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Wait until the launched broker answers; SIGKILL it and raise if it does not."""
         try:
             wait_ready(self.bootstrap, timeout, self.proc, self.logs, cluster_id(self.log_dir))
         except BaseException:
             self.kill()
             raise
-        self.start_seconds = time.monotonic() - t0
-        return self
 
     def _signal(self, sig: int) -> None:
         if self.running:
@@ -390,6 +434,161 @@ class KafkaBroker:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# Overrides of CONFIG_TEMPLATE for the nodes of a KafkaCluster: replicated internal topics, and
+# a dead node fenced (its partitions moved to a new leader) within ~3 s instead of 9.
+CLUSTER_CONFIG: dict[str, Any] = {
+    "offsets.topic.replication.factor": 3,
+    "transaction.state.log.replication.factor": 3,
+    "transaction.state.log.min.isr": 2,
+    "share.coordinator.state.topic.replication.factor": 3,
+    "share.coordinator.state.topic.min.isr": 2,
+    "default.replication.factor": 3,
+    "broker.heartbeat.interval.ms": 500,
+    "broker.session.timeout.ms": 3000,
+}
+
+
+class KafkaCluster:
+    """``size`` combined broker+controller KRaft nodes on 127.0.0.1 (node ids 1..size), with a
+    static quorum (``controller.quorum.voters`` lists them all) and one shared cluster id.
+
+    Nodes start in parallel. ``kill(node_id)`` crashes one (SIGKILL), ``stop(node_id)`` shuts it
+    down cleanly and ``start(node_id)`` restarts it with its data. All ports are chosen at
+    construction, so ``bootstrap`` (every node) can be handed to clients before ``start()``.
+    """
+
+    def __init__(
+        self,
+        size: int = 3,
+        data_dir: Path | None = None,
+        extra_config: dict[str, Any] | None = None,
+        heap: str = "256m",
+    ):
+        ports: list[int] = []
+        while len(ports) < 2 * size:  # all distinct: a client port and a controller port each
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self._temp_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="relayer-kafka-cluster-"))
+        self.cluster = new_cluster_id()
+        voters = ",".join(f"{i + 1}@127.0.0.1:{ports[size + i]}" for i in range(size))
+        self.nodes: dict[int, KafkaBroker] = {}
+        for i in range(size):
+            node_id = i + 1
+            config = {
+                **CLUSTER_CONFIG,
+                **(extra_config or {}),
+                "node.id": node_id,
+                "controller.quorum.voters": voters,
+            }
+            self.nodes[node_id] = KafkaBroker(
+                ports[i],
+                ports[size + i],
+                self.data_dir / f"node-{node_id}",
+                extra_config=config,
+                cluster=self.cluster,
+                heap=heap,
+            )
+        self.start_seconds: float | None = None  # how long the last start() took
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's ``host:port``, comma-separated."""
+        return ",".join(node.bootstrap for node in self.nodes.values())
+
+    @property
+    def logs(self) -> tuple[Path, ...]:
+        return tuple(path for node in self.nodes.values() for path in node.logs)
+
+    def running(self, node_id: int) -> bool:
+        return self.nodes[node_id].running
+
+    def start(self, node_id: int | None = None, timeout: float = 120.0) -> KafkaCluster:
+        """Start (or restart) one node, or every node that is not running (in parallel);
+        return once all of them serve metadata listing every running node."""
+        ensure_jars()
+        t0 = time.monotonic()
+        ids = [node_id] if node_id is not None else list(self.nodes)
+        todo = [self.nodes[i] for i in ids if not self.nodes[i].running]
+        # Format in parallel threads; launch from this thread (see KafkaBroker.launch).
+        argvs: dict[int, list[str]] = {}
+        errors: list[BaseException] = []
+
+        def prepare_one(index: int, node: KafkaBroker) -> None:
+            try:
+                argvs[index] = node.prepare()
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=prepare_one, args=(i, node)) for i, node in enumerate(todo)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        for i, node in enumerate(todo):
+            node.launch(argvs[i])
+        try:
+            for node in todo:  # a node answers once the quorum (a majority) is up
+                node.wait_started(timeout)
+        except BaseException:
+            for node in todo:
+                node.kill()
+            raise
+        self.wait_brokers(sum(n.running for n in self.nodes.values()), timeout)
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def wait_brokers(self, count: int, timeout: float = 60.0) -> None:
+        """Wait until cluster metadata lists ``count`` brokers (e.g. after a restart)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        deadline = time.monotonic() + timeout
+        found = 0
+        while time.monotonic() < deadline:
+            try:
+                found = len(admin.list_topics(timeout=2).brokers)
+                if found >= count:
+                    return
+            except KafkaException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"cluster at {self.bootstrap} lists {found} of {count} brokers after {timeout:.0f} s"
+            f"\n{log_tail(*self.logs, lines=15)}"
+        )
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node: a crash, no controlled shutdown."""
+        self.nodes[node_id].kill()
+
+    def stop(self, node_id: int | None = None, grace: float = 20.0) -> None:
+        """Shut down one node (or all, in parallel) cleanly: SIGTERM, SIGKILL after ``grace``."""
+        nodes = [self.nodes[node_id]] if node_id is not None else list(self.nodes.values())
+        for node in nodes:
+            node._signal(signal.SIGTERM)
+        for node in nodes:
+            node.stop(grace)
+
+    def close(self, grace: float = 20.0) -> None:
+        """Stop every node for good; remove the data dir if __init__ made it (temp dir)."""
+        self.stop(grace=grace)
+        if self._temp_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> KafkaCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

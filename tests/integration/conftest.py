@@ -3,6 +3,10 @@
 Session broker: ``$RELAYER_TEST_BOOTSTRAP`` if set, else a local KRaft broker started through
 pytest-kafka's ``make_kafka_server`` with our launcher (tools/kafka-server-start).
 If no broker can be reached, the fixtures raise: tests fail, they are never skipped.
+
+Private brokers: ``broker_factory`` (single nodes to stop, restart or start late) and
+``kafka_cluster`` (a started 3-node cluster for the ``failover`` tests, which CI runs as a
+separate step: ``-m failover``; the main run uses ``-m "not failover"``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from relayer import _producer
+
 with warnings.catch_warnings():  # kafka-python (imported by pytest-kafka) uses deprecated
     warnings.simplefilter("ignore", DeprecationWarning)  # importlib.resources.read_text
     from pytest_kafka import make_kafka_server, terminate
@@ -30,7 +36,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tools import kafka_local  # noqa: E402  (needs sys.path above)
-from tools.kafka_local import KafkaBroker  # noqa: E402
+from tools.kafka_local import KafkaBroker, KafkaCluster  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LAUNCHER = REPO_ROOT / "tools" / "kafka-server-start"
@@ -46,14 +52,23 @@ class Record(NamedTuple):
     value: bytes | None
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: needs a real Kafka broker (tests/integration)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+
+def close_open_relayers() -> None:
+    """Close the relayers a test left open, while its broker still runs, so that none of
+    them reconnects to a stopped broker (or waits for it) at interpreter exit."""
+    for producer in list(_producer._live):
+        producer.close(5)
+
+
+@pytest.fixture(autouse=True)
+def _close_relayers() -> Iterator[None]:
+    yield
+    close_open_relayers()
 
 
 # --- session broker ------------------------------------------------------------------------
@@ -119,10 +134,17 @@ def create_topic(
     partitions: int = 1,
     timeout: float = 30.0,
     config: dict[str, str] | None = None,
+    replication_factor: int = 1,
 ) -> str:
-    """Create ``name`` and wait until metadata shows every partition with a leader."""
+    """Create ``name`` and wait until metadata shows every partition with a leader
+    (and, with ``replication_factor`` > 1, with all its replicas in sync)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+    new = NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=replication_factor,
+        config=config or {},
+    )
     admin.create_topics([new], operation_timeout=timeout)[name].result(timeout)
     deadline = time.monotonic() + timeout
     while True:
@@ -131,7 +153,10 @@ def create_topic(
             topic is not None
             and topic.error is None
             and len(topic.partitions) == partitions
-            and all(p.leader >= 0 for p in topic.partitions.values())
+            and all(
+                p.leader >= 0 and len(p.isrs) >= replication_factor
+                for p in topic.partitions.values()
+            )
         ):
             return name
         assert time.monotonic() < deadline, f"topic {name} has no leaders after {timeout} s"
@@ -167,8 +192,9 @@ def new_topic(topic_factory: Callable[..., str]) -> Callable[..., str]:
 
 @pytest.fixture(name="create_topic", scope="session")
 def create_topic_fixture() -> Callable[..., str]:
-    """The ``create_topic(bootstrap, name, partitions=1, timeout=30, config=None)`` helper,
-    for brokers other than the session one (e.g. from ``broker_factory``)."""
+    """The ``create_topic(bootstrap, name, partitions=1, timeout=30, config=None,
+    replication_factor=1)`` helper, for brokers other than the session one (e.g. from
+    ``broker_factory`` or ``kafka_cluster``)."""
     return create_topic
 
 
@@ -279,5 +305,22 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., KafkaBroker]]:
         return broker
 
     yield make
+    close_open_relayers()
     for broker in brokers:
         broker.stop()
+
+
+@pytest.fixture
+def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
+    """A started 3-node KRaft cluster (every node broker + controller, ``-Xmx256m`` each),
+    for tests that kill and restart nodes. Local Java needed, as for ``broker_factory``.
+    Raises (the test fails) if it does not start; stopped and removed at teardown."""
+    cluster = KafkaCluster(3, data_dir=tmp_path / "cluster")
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.close(grace=5)
+        raise
+    yield cluster
+    close_open_relayers()
+    cluster.close(grace=10)
