@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, Mapping, Optional, Set
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import confluent_kafka
 
@@ -55,6 +55,8 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
 
 #: The part of librdkafka's error texts that changes each time.
 _VARYING = re.compile(r" \(after \d+ms in state \w+(, \d+ identical error\(s\) suppressed)?\)")
+
+Headers = List[Tuple[str, Union[str, bytes, None]]]
 
 DeliveryErrorCallback = Callable[[confluent_kafka.KafkaError, str, Optional[bytes]], None]
 
@@ -203,7 +205,13 @@ class DeliveryProducer:
 
     # -- producing ---------------------------------------------------------
 
-    def produce(self, topic: str, value: bytes, key: Optional[bytes] = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: Optional[bytes] = None,
+        headers: Optional[Headers] = None,
+    ) -> None:
         """Queue one message; never blocks, never raises for Kafka's sake.
 
         A message that cannot be queued (buffer full, producer closed) is
@@ -217,17 +225,22 @@ class DeliveryProducer:
                 self._accounts.drop(self._unusable or "producer closed")
                 return
         try:
-            rdk.produce(topic, value, key)
+            rdk.produce(topic, value, key, headers=headers)
         except BufferError:
             if self.when_full == "block":
-                self._produce_when_room(rdk, topic, value, key)
+                self._produce_when_room(rdk, topic, value, key, headers)
             else:
                 self._accounts.drop("buffer full")
         except confluent_kafka.KafkaException as exc:
             self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
 
     def _produce_when_room(
-        self, rdk: confluent_kafka.Producer, topic: str, value: bytes, key: Optional[bytes]
+        self,
+        rdk: confluent_kafka.Producer,
+        topic: str,
+        value: bytes,
+        key: Optional[bytes],
+        headers: Optional[Headers],
     ) -> None:
         """``when_full="block"``: wait up to ``block_timeout`` for room, then drop."""
         deadline = time.monotonic() + self.block_timeout
@@ -238,7 +251,7 @@ class DeliveryProducer:
                 return
             rdk.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
             try:
-                rdk.produce(topic, value, key)
+                rdk.produce(topic, value, key, headers=headers)
                 return
             except BufferError:
                 continue

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import orjson
 
 from ._encoding import PartitionKey, dumps, encode_key, topic_name
-from ._producer import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback, DeliveryProducer
+from ._ids import trace_ids
+from ._logging import capture_logging as _capture_logging
+from ._producer import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback, DeliveryProducer, Headers
+from ._record import RecordBuilder, encode_record, encoded_field
 from ._redact import DEFAULT_REDACT_KEYS, Redactor
-from ._scope import Fragment, Scope, current_scope, log_line_dict, utc
+from ._scope import Fragment, Scope, Timer, current_scope, log_line_dict
 from .exceptions import (
     ConfigurationError,
     InvalidLogMessageError,
@@ -31,6 +34,17 @@ _orjson_dumps = orjson.dumps
 #: What librdkafka adds to key and value when it checks message.max.bytes
 #: (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD).
 _WIRE_OVERHEAD = 36
+
+#: The version of the message and record formats (``schemas/``), sent in
+#: each message's ``schema_version`` header.
+SCHEMA_VERSION = "1"
+_JSON = ("content-type", "application/json")
+_VERSION = ("schema_version", SCHEMA_VERSION)
+_EVENT_HEADERS = (_JSON, _VERSION, ("kind", "event"))
+_RAW_HEADERS = (_JSON, _VERSION, ("kind", "raw"))
+_RECORD_HEADERS = (_JSON, _VERSION, ("kind", "record"))
+#: Room left for headers before their exact size is worth computing.
+_HEADER_ROOM = 1024
 
 #: Topic names checked once are remembered, up to this many.
 _TOPIC_CACHE_SIZE = 1024
@@ -67,6 +81,19 @@ class Relayer:
         parameters and the keys of logged dicts, matched case-insensitively
         as substrings (default :data:`relayer.DEFAULT_REDACT_KEYS`; ``()``
         turns it off).
+    :param capture_logging: ``True`` (or a level such as ``"INFO"``) adds what
+        is logged through the standard ``logging`` module during a unit of
+        work to its record (see :func:`relayer.capture_logging`).
+    :param request_id_header: the incoming header a request id is taken from
+        (and echoed in) by the HTTP middlewares.
+    :param sample_rate: the share of records written (events are always
+        emitted); records of failed units of work and of slow ones are
+        always written. Each record says the rate.
+    :param slow_threshold_ms: units of work at least this slow are always
+        recorded.
+    :param service_name: sent in each record's ``sender``, with the host and
+        process id.
+    :param service_version: likewise.
 
     :raises ConfigurationError: a setting is missing or invalid.
     :raises InvalidTopicError: the logging topic is not a valid topic name.
@@ -88,6 +115,12 @@ class Relayer:
         when_full: str = "drop",
         block_timeout: float = 0.5,
         redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
+        capture_logging: Union[bool, int, str] = False,
+        request_id_header: str = "X-Request-ID",
+        sample_rate: float = 1.0,
+        slow_threshold_ms: Optional[float] = None,
+        service_name: Optional[str] = None,
+        service_version: Optional[str] = None,
     ) -> None:
         if not isinstance(topic_prefix, str) or not isinstance(topic_suffix, str):
             raise ConfigurationError("topic_prefix and topic_suffix must be strings")
@@ -124,6 +157,15 @@ class Relayer:
         self.source = topic_prefix + logging_topic + topic_suffix if source is None else source
         self.record_topic = topic_name(topic_prefix, logging_topic, topic_suffix)
         self.redactor = Redactor(redact_keys)
+        self.request_id_header = request_id_header
+        self.records = RecordBuilder(
+            self.source,
+            logging_topic,
+            service_name=service_name,
+            service_version=service_version,
+            sample_rate=sample_rate,
+            slow_threshold_ms=slow_threshold_ms,
+        )
         self._topics: Dict[Any, str] = {}
         self._producer = DeliveryProducer(
             config,
@@ -133,6 +175,8 @@ class Relayer:
             block_timeout=block_timeout,
         )
         self._max_message_bytes = int(self._producer.config["message.max.bytes"]) - _WIRE_OVERHEAD
+        if capture_logging:
+            _capture_logging(logging.NOTSET if capture_logging is True else capture_logging)
 
     # -- the public calls ------------------------------------------------------
 
@@ -146,8 +190,8 @@ class Relayer:
         """Produce an event to topic ``prefix + event_type + suffix`` at once.
 
         The message is the JSON object ``{source, event_type, event_subtype,
-        payload, timestamp}``; inside a unit of work it is also added to its
-        record's ``lines``. Messages with the same ``partition_key`` (``str``,
+        payload, timestamp}``; inside a unit of work it also carries the
+        ``request_id``, and is added to the record's ``lines``. Messages with the same ``partition_key`` (``str``,
         ``bytes`` or ``uuid.UUID``) land on the same partition.
 
         Never blocks and never raises because of Kafka; raises a
@@ -204,6 +248,26 @@ class Relayer:
         """
         return self._producer.stats()
 
+    def set(self, key: str, value: Any) -> None:
+        """Add the field ``key`` to the current unit of work's record.
+
+        ``value`` is encoded now (later changes to it do not show). Outside
+        a unit of work there is no record: nothing happens.
+
+        :raises InvalidFieldError: ``key`` is not a str, or is a field
+            relayer writes itself (``status``, ``lines``…).
+        :raises NonJSONSerializableMessageError: ``value`` is not JSON.
+        """
+        self._set(current_scope(), key, value)
+
+    def timer(self, name: str) -> Timer:
+        """Time a block (``with relayer.timer("db"):``) or each call of a
+        function (``@relayer.timer("db")``) into the record's ``timings``:
+        ``{"db": {"count": 2, "total_ms": 3.1}}``. Outside a unit of work it
+        measures nothing.
+        """
+        return Timer(name, current_scope)
+
     def __repr__(self) -> str:
         return (
             f"<Relayer logging_topic={self.logging_topic!r} prefix={self.topic_prefix!r} "
@@ -212,64 +276,36 @@ class Relayer:
 
     # -- the unit of work --------------------------------------------------------
 
-    def open_scope(self) -> Scope:
+    def open_scope(self, request_id: str = "", traceparent: Optional[str] = None) -> Scope:
         """Start a unit of work; framework layers make it current and pass it
         to :meth:`write_record` when it ends.
-        """
-        return Scope(self)
 
-    def write_record(self, scope: Scope, fields: Mapping[str, Any]) -> None:
+        ``request_id`` is the caller's (a fresh one is made if it is empty);
+        the trace and span ids come from the active OpenTelemetry span, else
+        from ``traceparent``.
+        """
+        trace_id, span_id = trace_ids(traceparent)
+        return Scope(self, request_id, trace_id, span_id)
+
+    def write_record(self, scope: Scope, fields: Mapping[str, Any], failed: bool = False) -> None:
         """Produce the aggregated record of ``scope`` to the logging topic.
 
-        ``fields`` (request or call metadata) go between ``date`` and
-        ``lines``. A record too large for ``message.max.bytes`` loses lines
-        from its middle, keeping the first and the last ones, and says how
-        many in ``truncated_lines``. Never raises: this runs as a request
-        ends, where an error would hurt the service, so a failure is logged.
+        ``fields`` (request or call metadata) go after ``date``. A unit of
+        work that ``failed`` (or was slow) is always recorded; others are
+        sampled at ``sample_rate``. A record too large for
+        ``message.max.bytes`` loses lines from its middle, keeping the first
+        and the last ones, and says how many in ``truncated_lines``. Never
+        raises: this runs as a request ends, where an error would hurt the
+        service, so a failure is logged instead.
         """
         try:
-            record = {
-                "source": self.source,
-                "logging_topic": self.logging_topic,
-                "date": utc(scope.started),
-                **fields,
-                "lines": scope.rendered_lines(),
-            }
-            self._send_record(record)
+            if not self.records.keep(scope.elapsed_ms(), failed):
+                return
+            record = self.records.unit_record(scope, fields)
+            headers: Headers = [*_RECORD_HEADERS, ("request_id", scope.request_id)]
+            self._send(self.record_topic, encode_record(record, self._record_room), None, headers)
         except Exception:
             logger.exception("relayer: could not write the record of a unit of work")
-
-    def _send_record(self, record: Dict[str, Any]) -> None:
-        value = dumps(record, "record")
-        if len(value) > self._max_message_bytes:
-            value = self._truncated(record)
-        self._send(self.record_topic, value, None)
-
-    def _truncated(self, record: Dict[str, Any]) -> bytes:
-        """``record`` without as many middle lines as it takes to fit."""
-        lines = [_orjson_dumps(line) for line in record["lines"]]
-        record["lines"] = []
-        record["truncated_lines"] = len(lines)
-        budget = self._max_message_bytes - len(dumps(record, "record"))
-        head: List[bytes] = []
-        tail: List[bytes] = []
-        first, last = 0, len(lines) - 1
-        while first <= last:  # take lines from both ends, alternately, while they fit
-            take_head = len(head) <= len(tail)
-            line = lines[first] if take_head else lines[last]
-            if len(line) + 1 > budget:
-                break
-            budget -= len(line) + 1
-            if take_head:
-                head.append(line)
-                first += 1
-            else:
-                tail.append(line)
-                last -= 1
-        kept = head + tail[::-1]
-        record["lines"] = [Fragment(line) for line in kept]
-        record["truncated_lines"] = len(lines) - len(kept)
-        return dumps(record, "record")
 
     # -- the work behind the public calls (also used by ScopedRelayer) ----------
 
@@ -293,13 +329,21 @@ class Relayer:
             "payload": payload,
             "timestamp": _now(_UTC),
         }
+        headers: Headers = [
+            *_EVENT_HEADERS,
+            ("event_type", event_type),
+            ("event_subtype", event_subtype if type(event_subtype) is str else str(event_subtype)),
+        ]
+        if scope is not None:
+            envelope["request_id"] = scope.request_id
+            headers.append(("request_id", scope.request_id))
         try:
             value = _orjson_dumps(envelope)
         except TypeError:
             value = dumps(envelope, f"event {event_type!r}/{event_subtype!r}")
-        if len(value) > self._max_message_bytes - (len(key) if key else 0):
-            self._too_large(topic, value, key)
-        self._send(topic, value, key)
+        if len(value) > self._max_message_bytes - _HEADER_ROOM - (len(key) if key else 0):
+            self._check_size(topic, value, key, headers)
+        self._send(topic, value, key, headers)
         if scope is not None:
             scope.lines.append(Fragment(value))
 
@@ -312,9 +356,12 @@ class Relayer:
             full_topic = self._topic(topic)
         key = None if partition_key is None else encode_key(partition_key)
         value = dumps(message, f"message for topic {full_topic!r}")
-        if len(value) > self._max_message_bytes - (len(key) if key else 0):
-            self._too_large(full_topic, value, key)
-        self._send(full_topic, value, key)
+        headers: Headers = list(_RAW_HEADERS)
+        if scope is not None:
+            headers.append(("request_id", scope.request_id))
+        if len(value) > self._max_message_bytes - _HEADER_ROOM - (len(key) if key else 0):
+            self._check_size(full_topic, value, key, headers)
+        self._send(full_topic, value, key, headers)
         if scope is not None:
             scope.lines.append(Fragment(value))
 
@@ -340,25 +387,39 @@ class Relayer:
         if scope is not None:
             scope.lines.append(line)
             return
-        record = {
-            "source": self.source,
-            "logging_topic": self.logging_topic,
-            "date": utc(line[2]),
-            "lines": [log_line_dict(line)],
-        }
-        self._send_record(record)
+        record = self.records.lone_record(log_line_dict(line), line[2])
+        value = encode_record(record, self._record_room)
+        self._send(self.record_topic, value, None, list(_RECORD_HEADERS))
 
-    def _send(self, topic: str, value: bytes, key: Optional[bytes]) -> None:
+    def _set(self, scope: Optional[Scope], key: str, value: Any) -> None:
+        encoded = encoded_field(key, value)
+        if scope is not None:
+            scope.fields[key] = encoded
+
+    def _send(
+        self, topic: str, value: bytes, key: Optional[bytes], headers: Optional[Headers]
+    ) -> None:
         if logger.isEnabledFor(_DEBUG):
             logger.debug("relayer: producing to %s (key=%r): %s", topic, key, value.decode())
-        self._producer.produce(topic, value, key)
+        self._producer.produce(topic, value, key, headers)
 
-    def _too_large(self, topic: str, value: bytes, key: Optional[bytes]) -> None:
-        size = len(value) + (len(key) if key else 0) + _WIRE_OVERHEAD
+    @property
+    def _record_room(self) -> int:
+        """Bytes a record may take: the limit less room for its headers
+        (a request id has at most 128 characters).
+        """
+        return self._max_message_bytes - 300
+
+    def _check_size(self, topic: str, value: bytes, key: Optional[bytes], headers: Headers) -> None:
+        """Raise if librdkafka would refuse this message as too large."""
+        size = len(value) + (len(key) if key else 0) + _headers_size(headers)
+        if size <= self._max_message_bytes:
+            return
         raise MessageTooLargeError(
-            f"a message for topic {topic!r} would be {size} bytes, over the producer's "
-            f"message.max.bytes of {self._max_message_bytes + _WIRE_OVERHEAD}; send less, "
-            "or raise message.max.bytes in producer_opts (and max.message.bytes on the topic)"
+            f"a message for topic {topic!r} would be {size + _WIRE_OVERHEAD} bytes, over the "
+            f"producer's message.max.bytes of {self._max_message_bytes + _WIRE_OVERHEAD}; send "
+            "less, or raise message.max.bytes in producer_opts (and max.message.bytes on the "
+            "topic)"
         )
 
     def _topic(self, name: Any) -> str:
@@ -366,6 +427,16 @@ class Relayer:
         if len(self._topics) < _TOPIC_CACHE_SIZE:
             self._topics[name] = topic
         return topic
+
+
+def _headers_size(headers: Headers) -> int:
+    """The bytes librdkafka counts for headers (name and value lengths as
+    varints, at most 5 bytes each here, then the bytes).
+    """
+    return sum(
+        10 + len(name) + len(value.encode() if isinstance(value, str) else value or b"")
+        for name, value in headers
+    )
 
 
 def _check_unicode(level: str, payload: Any) -> None:
@@ -434,6 +505,15 @@ class RelayerFacade:
         relayer, scope = self._bound()
         relayer._log(scope, log_level, message)
 
+    def set(self, key: str, value: Any) -> None:
+        """:meth:`Relayer.set` (see there)."""
+        relayer, scope = self._bound()
+        relayer._set(scope, key, value)
+
+    def timer(self, name: str) -> Timer:
+        """:meth:`Relayer.timer` (see there)."""
+        return Timer(name, lambda: self._bound()[1])
+
     def flush(self, timeout: float = 10.0) -> int:
         """:meth:`Relayer.flush` (see there)."""
         return self.instance.flush(timeout)
@@ -458,6 +538,11 @@ class ScopedRelayer(RelayerFacade):
 
     def _bound(self) -> Tuple[Relayer, Optional[Scope]]:
         return self._relayer, self.scope
+
+    @property
+    def request_id(self) -> str:
+        """The request id of this unit of work."""
+        return self.scope.request_id
 
     def __repr__(self) -> str:
         return f"<ScopedRelayer of {self._relayer!r}>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "InvalidFieldError",
     "InvalidLogMessageError",
     "InvalidPartitionKeyError",
     "InvalidTopicError",
@@ -68,6 +69,10 @@ class MessageTooLargeError(RelayerError, ValueError):
 
 class InvalidLogMessageError(RelayerError, TypeError):
     """A log level is not a string, or a log message is neither a string nor a dict."""
+
+
+class InvalidFieldError(RelayerError, ValueError):
+    """A custom record field (``set``) or timer has a bad or reserved name."""
 
 
 class OutsideUnitOfWorkError(RelayerError, RuntimeError):

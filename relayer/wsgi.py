@@ -29,6 +29,8 @@ from typing import (
     Union,
 )
 
+from ._http import HeaderGetter, finish_request, open_request, with_request_id
+from ._http import request_fields as _request_fields
 from ._redact import Redactor
 from ._relayer import Relayer
 from ._scope import Scope, enter, leave
@@ -65,10 +67,12 @@ class RelayerMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request as a unit of work (the WSGI entry point)."""
-        scope = Scope(self.relayer)
+        relayer = self.relayer
+        scope = open_request(relayer, _environ_header(environ))
         sent: List[Any] = [None, None]  # status line, headers
 
         def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+            headers = with_request_id(headers, relayer.request_id_header, scope.request_id)
             sent[0] = status
             sent[1] = headers
             return start_response(status, headers, exc_info)
@@ -101,11 +105,10 @@ class RelayerMiddleware:
         status: Optional[str],
         content_length: Optional[int],
     ) -> None:
-        fields = request_fields(environ, self.relayer.redactor)
-        fields["status"] = int(status[:3]) if status else None
-        fields["content_length"] = content_length
-        fields["request_time"] = scope.elapsed_ms()
-        self.relayer.write_record(scope, fields)
+        fields = request_fields(environ, self.relayer.redactor, scope.request_id)
+        finish_request(
+            self.relayer, scope, fields, int(status[:3]) if status else None, content_length
+        )
 
 
 class _StreamedBody:
@@ -165,27 +168,37 @@ class _StreamedBody:
             self._middleware._finish(self._scope, self._environ, self._sent[0], self._length)
 
 
-def request_fields(environ: WSGIEnvironment, redactor: Optional[Redactor] = None) -> Dict[str, Any]:
-    """The request part of a record, with the original relayer's field names.
-
-    No header is recorded but the few named here (never ``Authorization`` or
-    ``Cookie``); query-string parameters whose names look secret are masked
-    by ``redactor``.
+def request_fields(
+    environ: WSGIEnvironment,
+    redactor: Optional[Redactor] = None,
+    request_id: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The request part of a record, from a WSGI ``environ`` (see
+    :func:`relayer._http.request_fields`); ``request_id`` defaults to the
+    ``X-Request-ID`` header.
     """
-    get = environ.get
-    path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
-    query = get("QUERY_STRING", "")
-    if redactor is not None:
-        query = redactor.query_string(query)
-    return {
-        "user_agent": get("HTTP_USER_AGENT"),
-        "method": get("REQUEST_METHOD"),
-        "path": path if path.isascii() else _wsgi_str(path),
-        "query_string": query if query.isascii() else _wsgi_str(query),
-        "remote_addr": get("HTTP_X_REAL_IP") or get("REMOTE_ADDR"),
-        "x_forwarded_for": get("HTTP_X_FORWARDED_FOR"),
-        "request_id": get("HTTP_X_REQUEST_ID"),
-    }
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    header = _environ_header(environ)
+    return _request_fields(
+        request_id=request_id if request_id is not None else header("x-request-id"),
+        method=environ.get("REQUEST_METHOD"),
+        path=path if path.isascii() else _wsgi_str(path),
+        query_string=query if query.isascii() else _wsgi_str(query),
+        header=header,
+        peer=environ.get("REMOTE_ADDR"),
+        redactor=redactor,
+    )
+
+
+def _environ_header(environ: WSGIEnvironment) -> HeaderGetter:
+    """A lookup of request headers by lowercase name, in ``environ``."""
+
+    def header(name: str) -> Optional[str]:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        return value if value is None or value.isascii() else _wsgi_str(value)
+
+    return header
 
 
 def _wsgi_str(value: str) -> str:

@@ -1,5 +1,6 @@
 """relayer.flask.FlaskRelayer, through Flask's test client and RelayerPatch."""
 
+import re
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ from relayer.flask import FlaskRelayer
 RECORD_FIELDS = [
     "source", "logging_topic", "date", "user_agent", "method", "path", "query_string",
     "remote_addr", "x_forwarded_for", "request_id", "status", "content_length",
-    "request_time", "lines",
+    "request_time", "sender", "sample_rate", "lines",
 ]  # fmt: skip
 
 relayer = FlaskRelayer()  # as in the README's extensions.py
@@ -109,7 +110,8 @@ def test_remote_addr_without_proxy_headers(client, relayer_patch):
     client.get("/")
     record = records(relayer_patch)[0]
     assert record["remote_addr"] == "127.0.0.1"
-    assert record["x_forwarded_for"] is None and record["request_id"] is None
+    assert record["x_forwarded_for"] is None
+    assert re.fullmatch("[0-9a-f]{32}", record["request_id"]), "generated when not sent"
 
 
 def test_emit_goes_to_its_topic_and_to_the_record(client, relayer_patch):

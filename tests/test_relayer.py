@@ -3,6 +3,7 @@ import logging
 import uuid
 from datetime import datetime
 
+import confluent_kafka
 import orjson
 import pytest
 
@@ -159,7 +160,10 @@ class TestLogAndScope:
             leave(token)
         relayer.write_record(scope, {"custom": True})
         [record] = relayer_patch.messages("dev_logs_v1")
-        assert list(record) == ["source", "logging_topic", "date", "custom", "lines"]
+        assert list(record) == [
+            "source", "logging_topic", "date", "custom", "request_id", "sender", "sample_rate",
+            "lines",
+        ]  # fmt: skip
         assert record["logging_topic"] == "logs"
         lines = record["lines"]
         assert [line.get("log_level") for line in lines] == ["info", None, "debug"]
@@ -261,18 +265,42 @@ class TestSizes:
             relayer.emit_raw("raw", "x" * 1_000_000)
         assert relayer_patch.produced_messages == {}
 
-    def test_limit_is_librdkafkas_exactly(self, make_relayer):
+    def test_limit_follows_librdkafkas(self, make_relayer, monkeypatch):
+        """What emit accepts librdkafka accepts, and emit refuses no more than a
+        few bytes (its estimate of the headers' size) that librdkafka would take."""
         relayer = make_relayer(producer_opts={"message.max.bytes": 2000})
-        envelope_size = len(
-            b'{"source":"logs","event_type":"e","event_subtype":"s","payload":"",'
-            b'"timestamp":"2026-11-22T05:49:53.403559+00:00"}'
-        )
-        fits = 2000 - 36 - envelope_size - 1  # one byte for the key
-        relayer.emit("e", "s", "x" * fits, partition_key=b"k")
-        with pytest.raises(MessageTooLargeError):
-            relayer.emit("e", "s", "x" * (fits + 1), partition_key=b"k")
+
+        def accepted(size):
+            try:
+                relayer.emit("e", "s", "x" * size, partition_key=b"k")
+                return True
+            except MessageTooLargeError:
+                return False
+
+        low, high = 0, 2000
+        while high - low > 1:  # the largest payload emit accepts
+            mid = (low + high) // 2
+            low, high = (mid, high) if accepted(mid) else (low, mid)
         assert relayer.flush(10) == 0
-        assert relayer.stats()["delivered"] == 1
+        assert relayer.stats()["failed"] == relayer.stats()["dropped"] == 0
+
+        sent = []
+        monkeypatch.setattr(
+            relayer._producer, "produce", lambda t, v, k=None, h=None: sent.append((v, k, h))
+        )
+        relayer.emit("e", "s", "x" * low, partition_key=b"k")
+        value, key, headers = sent[-1]
+        raw = confluent_kafka.Producer({"message.max.bytes": 2000, "bootstrap.servers": "x:1"})
+        raw.produce("e", value, key, headers=headers)  # librdkafka takes what emit took
+        slack = 0
+        while slack < 200:
+            slack += 1
+            try:
+                raw.produce("e", value + b" " * slack, key, headers=headers)
+            except confluent_kafka.KafkaException:
+                break
+        assert slack <= 64, f"emit refused {slack} bytes that librdkafka would have taken"
+        raw.purge()
 
     def test_oversized_record_keeps_first_and_last_lines(self, relayer_patch):
         relayer = Relayer("logs", "a:1", producer_opts={"message.max.bytes": 5000})

@@ -27,7 +27,10 @@ def test_readme_handler(rpc_relayer, relayer_patch):
     assert RPCHandler.service_method.__name__ == "service_method"
     assert RPCHandler.service_method.__doc__ == "Serve."
     [record] = relayer_patch.messages("logging_topic")
-    assert list(record) == ["source", "logging_topic", "date", "service", "service_time", "lines"]
+    assert list(record) == [
+        "source", "logging_topic", "date", "service", "service_time", "request_id", "sender",
+        "sample_rate", "lines",
+    ]  # fmt: skip
     assert record["service"] == "test_readme_handler.<locals>.RPCHandler.service_method"
     assert record["service_time"] >= 0
     assert record["lines"][0]["payload"] == "serving"

@@ -19,7 +19,9 @@ Settings not passed to ``init_app`` are read once from ``app.config``:
 ``RELAYER_LOGGING_TOPIC``, ``RELAYER_TOPIC_PREFIX``, ``RELAYER_TOPIC_SUFFIX``,
 ``RELAYER_SOURCE``, ``RELAYER_PRODUCER_OPTS``, ``RELAYER_SHUTDOWN_TIMEOUT``,
 ``RELAYER_BUFFER_MAX_MESSAGES``, ``RELAYER_BUFFER_MAX_KBYTES``,
-``RELAYER_WHEN_FULL``, ``RELAYER_BLOCK_TIMEOUT`` and ``RELAYER_REDACT_KEYS``.
+``RELAYER_WHEN_FULL``, ``RELAYER_BLOCK_TIMEOUT``, ``RELAYER_REDACT_KEYS``,
+``RELAYER_CAPTURE_LOGGING``, ``RELAYER_REQUEST_ID_HEADER``, ``RELAYER_SAMPLE_RATE``,
+``RELAYER_SLOW_THRESHOLD_MS``, ``RELAYER_SERVICE_NAME`` and ``RELAYER_SERVICE_VERSION``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ _CONFIG_KEYS = {
     "when_full": "RELAYER_WHEN_FULL",
     "block_timeout": "RELAYER_BLOCK_TIMEOUT",
     "redact_keys": "RELAYER_REDACT_KEYS",
+    "capture_logging": "RELAYER_CAPTURE_LOGGING",
+    "request_id_header": "RELAYER_REQUEST_ID_HEADER",
+    "sample_rate": "RELAYER_SAMPLE_RATE",
+    "slow_threshold_ms": "RELAYER_SLOW_THRESHOLD_MS",
+    "service_name": "RELAYER_SERVICE_NAME",
+    "service_version": "RELAYER_SERVICE_VERSION",
 }
 
 

@@ -21,8 +21,9 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar, Union, cast
 
+from .._ids import incoming_request_id
 from .._relayer import Relayer, ScopedRelayer
-from .._scope import Scope, enter, leave
+from .._scope import current_scope, enter, leave
 
 __all__ = ["RPCRelayer", "make_rpc_relayer"]
 
@@ -39,11 +40,19 @@ class RPCRelayer:
         self.instance = instance
 
     def __call__(self, func: F) -> F:
-        """Decorate ``func``: each call is a unit of work and gets ``relayer=``."""
-        instance = self.instance
-        service = func.__qualname__
+        """Decorate ``func``: each call is a unit of work and gets ``relayer=``.
 
-        if inspect.iscoroutinefunction(func):
+        Works for functions, ``async def`` functions, methods (bound or not),
+        ``staticmethod``/``classmethod`` objects and callable objects.
+        """
+        if isinstance(func, (staticmethod, classmethod)):
+            return type(func)(self(func.__func__))
+        instance = self.instance
+        service = getattr(func, "__qualname__", None) or type(func).__qualname__
+
+        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            type(func).__call__
+        ):
 
             @functools.wraps(func)
             async def async_call(*args: Any, **kwargs: Any) -> Any:
@@ -77,8 +86,17 @@ class RPCRelayer:
 
 @contextlib.contextmanager
 def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> Iterator[None]:
-    """Make one call a unit of work: inject ``relayer=``, write the record in ``finally``."""
-    scope = Scope(instance)
+    """Make one call a unit of work: inject ``relayer=``, write the record in ``finally``.
+
+    The request id is the caller's ``relayer_request_id=`` keyword (taken out
+    of the call), else that of the unit of work the call is made in, else a
+    fresh one.
+    """
+    request_id = kwargs.pop("relayer_request_id", None)
+    if not request_id:
+        outer = current_scope()
+        request_id = outer.request_id if outer is not None else ""
+    scope = instance.open_scope(incoming_request_id(request_id))
     kwargs["relayer"] = ScopedRelayer(instance, scope)
     token = enter(scope)
     error: Optional[BaseException] = None
@@ -92,7 +110,7 @@ def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> It
         fields: Dict[str, Any] = {"service": service, "service_time": scope.elapsed_ms()}
         if error is not None:
             fields["error"] = f"{type(error).__name__}: {error}"
-        instance.write_record(scope, fields)
+        instance.write_record(scope, fields, failed=error is not None)
 
 
 def make_rpc_relayer(

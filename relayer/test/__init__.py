@@ -23,7 +23,7 @@ from unittest import mock
 
 import orjson
 
-from .._producer import DeliveryProducer
+from .._producer import DeliveryProducer, Headers
 
 __all__ = ["MockedProducer", "RelayerPatch"]
 
@@ -37,16 +37,31 @@ class MockedProducer:
         #: topic → list of ``(message, partition_key)``: the JSON bytes and
         #: the key bytes (``None`` when there is no key).
         self.produced_messages: Dict[str, List[Produced]] = {}
+        #: topic → the Kafka headers of each message, in the same order.
+        self.produced_headers: Dict[str, List[Dict[str, str]]] = {}
 
-    def produce(self, topic: str, value: bytes, key: Optional[bytes] = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: Optional[bytes] = None,
+        headers: Optional[Headers] = None,
+    ) -> None:
         """Record one message instead of producing it."""
         self.produced_messages.setdefault(topic, []).append((value, key))
+        self.produced_headers.setdefault(topic, []).append(
+            {name: v.decode() if isinstance(v, bytes) else str(v) for name, v in headers or ()}
+        )
 
     def messages(self, topic: str) -> List[Any]:
         """The decoded JSON messages of ``topic`` (full name, with prefix and
         suffix), oldest first; ``[]`` if none.
         """
         return [orjson.loads(value) for value, _ in self.produced_messages.get(topic, ())]
+
+    def headers(self, topic: str) -> List[Dict[str, str]]:
+        """The Kafka headers of ``topic``'s messages, each as a dict."""
+        return list(self.produced_headers.get(topic, ()))
 
     def keys(self, topic: str) -> List[Optional[bytes]]:
         """The partition keys (bytes or ``None``) of ``topic``'s messages."""
@@ -55,6 +70,7 @@ class MockedProducer:
     def clear(self) -> None:
         """Forget every recorded message."""
         self.produced_messages.clear()
+        self.produced_headers.clear()
 
 
 class RelayerPatch:
@@ -76,9 +92,13 @@ class RelayerPatch:
         recorder = self.mocked_producer
 
         def produce(
-            _producer: DeliveryProducer, topic: str, value: bytes, key: Optional[bytes] = None
+            _producer: DeliveryProducer,
+            topic: str,
+            value: bytes,
+            key: Optional[bytes] = None,
+            headers: Optional[Headers] = None,
         ) -> None:
-            recorder.produce(topic, value, key)
+            recorder.produce(topic, value, key, headers)
 
         def nothing_pending(_producer: DeliveryProducer, *args: Any) -> int:
             return 0

@@ -1,0 +1,84 @@
+"""What the HTTP middlewares (WSGI, ASGI, and so Flask) share: the request
+part of a record, request ids in and out, and how a request ends.
+
+Field names are the original relayer's, so that consumers built for it keep
+working.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ._ids import incoming_request_id
+from ._redact import Redactor
+from ._relayer import Relayer
+from ._scope import Scope
+
+HeaderGetter = Callable[[str], Optional[str]]
+
+
+def open_request(relayer: Relayer, header: HeaderGetter) -> Scope:
+    """Start the unit of work of a request, with the caller's request id
+    (``request_id_header``) and W3C ``traceparent`` when they are usable.
+    """
+    request_id = incoming_request_id(header(relayer.request_id_header.lower()))
+    return relayer.open_scope(request_id, header("traceparent"))
+
+
+def request_fields(
+    *,
+    request_id: Optional[str],
+    method: Optional[str],
+    path: str,
+    query_string: str,
+    header: HeaderGetter,
+    peer: Optional[str],
+    redactor: Optional[Redactor],
+) -> Dict[str, Any]:
+    """The request part of a record.
+
+    No header is recorded but ``User-Agent``, ``X-Real-IP`` (as
+    ``remote_addr``, before the peer address) and ``X-Forwarded-For``: never
+    ``Authorization`` or ``Cookie``. Query-string parameters whose names look
+    secret are masked by ``redactor``.
+    """
+    if redactor is not None:
+        query_string = redactor.query_string(query_string)
+    return {
+        "user_agent": header("user-agent"),
+        "method": method,
+        "path": path,
+        "query_string": query_string,
+        "remote_addr": header("x-real-ip") or peer,
+        "x_forwarded_for": header("x-forwarded-for"),
+        "request_id": request_id,
+    }
+
+
+def with_request_id(
+    headers: List[Tuple[str, str]], name: str, request_id: str
+) -> List[Tuple[str, str]]:
+    """Response ``headers`` with the request id echoed, unless the app set it."""
+    lowered = name.lower()
+    if any(key.lower() == lowered for key, _ in headers):
+        return headers
+    return [*headers, (name, request_id)]
+
+
+def finish_request(
+    relayer: Relayer,
+    scope: Scope,
+    fields: Dict[str, Any],
+    status: Optional[int],
+    content_length: Optional[int],
+) -> None:
+    """Write the record of a request that ended with ``status`` (``None``:
+    no response was sent; recorded as 500). Server errors are always kept
+    when sampling.
+    """
+    if status is None:
+        status = 500
+    fields["status"] = status
+    fields["content_length"] = content_length
+    fields["request_time"] = scope.elapsed_ms()
+    relayer.write_record(scope, fields, failed=status >= 500)

@@ -1,0 +1,57 @@
+"""Request ids and trace ids: taken from the caller when it sent usable ones.
+
+- A request id comes from the incoming header (``X-Request-ID`` by default)
+  when it is a short printable string, else a fresh one is generated.
+- A trace id and span id come from the active OpenTelemetry span, when
+  ``opentelemetry`` is installed and a span is recording, else from a W3C
+  ``traceparent`` header.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Tuple
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+TraceIds = Tuple[Optional[str], Optional[str]]
+
+_otel_trace: Any = None  # the opentelemetry.trace module, once looked for
+_otel_looked = False
+
+
+def incoming_request_id(value: Optional[str]) -> str:
+    """``value`` if it is usable as a request id, else ``""`` (generate one)."""
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return ""
+
+
+def trace_ids(traceparent: Optional[str] = None) -> TraceIds:
+    """``(trace_id, span_id)`` as lowercase hex, or ``(None, None)``."""
+    span = _otel_ids()
+    if span[0] is not None:
+        return span
+    if traceparent:
+        match = _TRACEPARENT.fullmatch(traceparent.strip().lower())
+        if match and match[1] != "ff" and set(match[2]) != {"0"} and set(match[3]) != {"0"}:
+            return match[2], match[3]
+    return None, None
+
+
+def _otel_ids() -> TraceIds:
+    global _otel_trace, _otel_looked
+    if not _otel_looked:
+        _otel_looked = True
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            trace = None
+        _otel_trace = trace
+    if _otel_trace is None:
+        return None, None
+    context = _otel_trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
