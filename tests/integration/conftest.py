@@ -50,6 +50,7 @@ class Record(NamedTuple):
     partition: int
     key: bytes | None
     value: bytes | None
+    headers: dict[str, str] | None = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -217,7 +218,8 @@ def _consumer(bootstrap: str, topics: Sequence[str], on_assign: Callable[..., No
 def _record(msg: Message) -> Record:
     topic, partition = msg.topic(), msg.partition()
     assert topic is not None and partition is not None
-    return Record(topic, partition, msg.key(), msg.value())
+    headers = {name: (value or b"").decode() for name, value in msg.headers() or ()}
+    return Record(topic, partition, msg.key(), msg.value(), headers)
 
 
 def consume(

@@ -22,6 +22,8 @@ from relayer import Relayer
 from relayer.flask import FlaskRelayer
 from relayer.rpc import make_rpc_relayer
 
+from ..schemas import validate
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,12 +55,19 @@ def test_events_and_records_round_trip(kafka_bootstrap, new_topic, consume):
         stats = ext.stats()
     assert stats == {"produced": 10, "delivered": 10, "failed": 0, "dropped": 0, "pending": 0}
 
-    emitted = values(consume(kafka_bootstrap, events, 5))
+    event_records = consume(kafka_bootstrap, events, 5)
+    emitted = values(event_records)
+    for consumed in event_records:
+        assert consumed.headers["content-type"] == "application/json"
+        assert consumed.headers["kind"] == "event" and consumed.headers["event_type"] == events
+        assert consumed.headers["request_id"] == orjson.loads(consumed.value)["request_id"]
+    assert {validate(e) for e in emitted} == {"event"}
     assert sorted(e["payload"]["id"] for e in emitted) == list(range(5))
     assert {e["event_type"] for e in emitted} == {events}
     assert {e["source"] for e in emitted} == {logs}
 
     records = sorted(values(consume(kafka_bootstrap, logs, 5)), key=lambda r: r["request_id"])
+    assert {validate(r) for r in records} == {"request_record"}
     assert [r["request_id"] for r in records] == [f"r{i}" for i in range(5)]
     for i, record in enumerate(records):
         assert record["method"] == "POST" and record["path"] == f"/orders/{i}"
@@ -110,6 +119,7 @@ def test_prefix_and_suffix(kafka_bootstrap, create_topic, consume):
     assert event["payload"] == {"n": 7}
     assert event["source"] == f"{prefix}logs{suffix}"
     assert record["service"].endswith("Handler.handle")
+    assert validate(record) == "call_record" and validate(event) == "event"
     assert record["lines"] == [event]
 
 
