@@ -37,10 +37,10 @@ def test_python_example(code, monkeypatch):
         assert code.split("\n", 1)[1] == path.read_text()
         return
     namespace = {"__name__": "readme_example"}
-    relayer_logger = logging.getLogger("relayer")  # the logging example changes it
-    saved = relayer_logger.level, list(relayer_logger.handlers)
-    monkeypatch.setattr(relayer_logger, "handlers", saved[1])
-    monkeypatch.setattr(relayer_logger, "setLevel", lambda level: None)
+    for name in ("relayer", None):  # the logging examples change these loggers: undo it
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+        monkeypatch.setattr(logger, "setLevel", lambda level: None)
     with RelayerPatch():
         exec(compile(code, "README.md", "exec"), namespace)
         cases = [
