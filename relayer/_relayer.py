@@ -40,9 +40,8 @@ _WIRE_OVERHEAD = 36
 SCHEMA_VERSION = "1"
 _JSON = ("content-type", "application/json")
 _VERSION = ("schema_version", SCHEMA_VERSION)
-_EVENT_HEADERS = (_JSON, _VERSION, ("kind", "event"))
-_RAW_HEADERS = (_JSON, _VERSION, ("kind", "raw"))
-_RECORD_HEADERS = (_JSON, _VERSION, ("kind", "record"))
+# Each header costs about 0.2 µs in librdkafka: only what consumers route on.
+_EVENT_HEADERS = _RAW_HEADERS = _RECORD_HEADERS = (_JSON, _VERSION)
 #: Room left for headers before their exact size is worth computing.
 _HEADER_ROOM = 1024
 

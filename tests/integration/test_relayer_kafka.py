@@ -59,7 +59,8 @@ def test_events_and_records_round_trip(kafka_bootstrap, new_topic, consume):
     emitted = values(event_records)
     for consumed in event_records:
         assert consumed.headers["content-type"] == "application/json"
-        assert consumed.headers["kind"] == "event" and consumed.headers["event_type"] == events
+        assert consumed.headers["schema_version"] == "1"
+        assert consumed.headers["event_type"] == events
         assert consumed.headers["request_id"] == orjson.loads(consumed.value)["request_id"]
     assert {validate(e) for e in emitted} == {"event"}
     assert sorted(e["payload"]["id"] for e in emitted) == list(range(5))
