@@ -46,9 +46,10 @@ def _otel_ids() -> TraceIds:
         _otel_looked = True
         try:
             from opentelemetry import trace
+
+            _otel_trace = trace
         except ImportError:
-            trace = None
-        _otel_trace = trace
+            _otel_trace = None
     if _otel_trace is None:
         return None, None
     context = _otel_trace.get_current_span().get_span_context()
