@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -24,7 +24,6 @@ from contextlib import ExitStack
 from typing import Any, Dict, Iterator, List, Tuple
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-from confluent_kafka import Consumer
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
@@ -110,51 +109,11 @@ def http(method: str, url: str, body: Any = None, request_id: str = "") -> int:
         return int(err.code)
 
 
-def read_back(bootstrap: str, topics: List[str], expected: int, timeout: float = 30) -> List[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"demo-{RUN}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe(topics)
-    messages: List[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                messages.append(msg)
-    finally:
-        consumer.close()
-    return messages
-
-
-def show(messages: List[Any]) -> None:
-    for msg in sorted(messages, key=lambda m: (m.topic(), m.timestamp()[1])):
-        value = json.loads(msg.value())
-        key = msg.key().decode() if msg.key() else "-"
-        if "lines" in value:  # an aggregated record
-            what = (
-                f"{value['method']} {value['path']} -> {value['status']} "
-                f"in {value['request_time']} ms, request_id={value['request_id']}"
-                if "method" in value
-                else f"{value['service']} in {value['service_time']} ms"
-            )
-            print(f"  [{msg.topic()}] {what}, {len(value['lines'])} line(s):")
-            for line in value["lines"]:
-                if "log_level" in line:
-                    print(f"      {line['log_level']:>5}: {json.dumps(line['payload'])}")
-                else:
-                    print(
-                        f"      event: {line['event_type']}/{line['event_subtype']} {json.dumps(line['payload'])}"
-                    )
-        else:
-            print(
-                f"  [{msg.topic()} p{msg.partition()} key={key}] "
-                f"{value['event_type']}/{value['event_subtype']} {json.dumps(value['payload'])}"
-            )
+def tail(bootstrap: str, names: List[str], *options: str) -> str:
+    """Run ``relayer tail`` (the command a user would type) on this run's topics."""
+    command = [sys.executable, "-m", "relayer", "tail", *names, "--prefix", PREFIX]
+    command += ["-b", bootstrap, "--from-beginning", *options]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def main() -> int:
@@ -205,14 +164,13 @@ def main() -> int:
         for instance in (flask_relayer, rpc_relayer.instance):
             instance.flush(30)
         expected = flask_relayer.stats()["delivered"] + rpc_relayer.stats()["delivered"]
-        topics = [f"{PREFIX}{name}" for name in ("orders", "inventory", "http_logs", "rpc_logs")]
-        print(
-            f"\nDelivered {expected} messages. Reading them back from Kafka ({', '.join(topics)}):"
-        )
-        messages = read_back(bootstrap, topics, expected)
-        show(messages)
-        print(f"\nRead back {len(messages)} of {expected} messages.")
-        return 0 if len(messages) == expected else 1
+        names = ["orders", "inventory", "http_logs", "rpc_logs"]
+        print(f"\nDelivered {expected} messages. Reading them back from Kafka with:")
+        print(f"  relayer tail {' '.join(names)} --prefix {PREFIX} --from-beginning --lines\n")
+        print(tail(bootstrap, names, "--lines"), end="")
+        read = len(tail(bootstrap, names, "--json").splitlines())
+        print(f"\nRead back {read} of {expected} messages.")
+        return 0 if read == expected else 1
 
 
 if __name__ == "__main__":
