@@ -24,7 +24,7 @@ from .exceptions import (
     UnsupportedPartitionKeyTypeError,
 )
 
-__version__ = "2.0.0"
+__version__ = "3.0.0.dev0"
 
 
 def current() -> ScopedRelayer:
