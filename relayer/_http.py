@@ -71,14 +71,16 @@ def finish_request(
     fields: Dict[str, Any],
     status: Optional[int],
     content_length: Optional[int],
+    failed: bool = False,
 ) -> None:
     """Write the record of a request that ended with ``status`` (``None``:
-    no response was sent; recorded as 500). Server errors are always kept
-    when sampling.
+    no response was sent; recorded as 500). Server errors, and requests whose
+    application ``failed`` after the response started, are always kept when
+    sampling.
     """
     if status is None:
         status = 500
     fields["status"] = status
     fields["content_length"] = content_length
     fields["request_time"] = scope.elapsed_ms()
-    relayer.write_record(scope, fields, failed=status >= 500)
+    relayer.write_record(scope, fields, failed=failed or status >= 500)

@@ -81,7 +81,7 @@ class RelayerMiddleware:
         try:
             body = self.app(environ, capture)
         except BaseException:
-            self._finish(scope, environ, "500", None)
+            self._finish(scope, environ, "500", None, failed=True)
             raise
         finally:
             leave(token)
@@ -104,11 +104,11 @@ class RelayerMiddleware:
         environ: WSGIEnvironment,
         status: Optional[str],
         content_length: Optional[int],
+        failed: bool = False,
     ) -> None:
         fields = request_fields(environ, self.relayer.redactor, scope.request_id)
-        finish_request(
-            self.relayer, scope, fields, int(status[:3]) if status else None, content_length
-        )
+        status_code = int(status[:3]) if status else None
+        finish_request(self.relayer, scope, fields, status_code, content_length, failed)
 
 
 class _StreamedBody:
@@ -142,7 +142,7 @@ class _StreamedBody:
             self._finish()
             raise
         except BaseException:
-            self._finish()
+            self._finish(failed=True)
             raise
         finally:
             leave(token)
@@ -162,10 +162,12 @@ class _StreamedBody:
         finally:
             self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self, failed: bool = False) -> None:
         if not self._finished:
             self._finished = True
-            self._middleware._finish(self._scope, self._environ, self._sent[0], self._length)
+            self._middleware._finish(
+                self._scope, self._environ, self._sent[0], self._length, failed
+            )
 
 
 def request_fields(

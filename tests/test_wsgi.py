@@ -1,5 +1,6 @@
 """relayer.wsgi.RelayerMiddleware with plain WSGI applications."""
 
+import pytest
 from werkzeug.test import Client
 
 from relayer import Relayer
@@ -81,3 +82,21 @@ def test_request_fields_real_ip_first():
     environ = {"REMOTE_ADDR": "1.1.1.1", "HTTP_X_REAL_IP": "2.2.2.2"}
     assert request_fields(environ)["remote_addr"] == "2.2.2.2"
     assert request_fields({"REMOTE_ADDR": "1.1.1.1"})["remote_addr"] == "1.1.1.1"
+
+
+def test_a_stream_that_raises_is_kept_when_sampling(relayer_patch):
+    def failing_stream(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            yield b"a"
+            raise RuntimeError("broken stream")
+
+        return body()
+
+    middleware = RelayerMiddleware(failing_stream, "logs", "k:1", sample_rate=0.0)
+    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda s, h, e=None: None)
+    with pytest.raises(RuntimeError):
+        list(body)
+    [record] = relayer_patch.messages("logs")
+    assert record["status"] == 200 and record["content_length"] == 1
