@@ -28,3 +28,15 @@ def make_relayer() -> Iterator[Callable[..., Relayer]]:
     yield make
     for relayer in made:
         relayer.close(timeout=5)
+
+
+@pytest.fixture
+def schema_checked(relayer_patch: Any) -> Iterator[None]:
+    """After the test, check every message the patch recorded against relayer's
+    JSON Schemas (use it where nothing but events and records is produced)."""
+    from .schemas import validate
+
+    yield
+    for topic in relayer_patch.produced_messages:
+        for message in relayer_patch.messages(topic):
+            validate(message)

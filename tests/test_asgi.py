@@ -85,12 +85,7 @@ def wrap(app, **kwargs):
     return RelayerMiddleware(app, logging_topic="logs", kafka_hosts="k:1", **kwargs)
 
 
-@pytest.fixture(autouse=True)
-def every_message_matches_its_schema(relayer_patch):
-    yield
-    for topic in relayer_patch.produced_messages:
-        for message in relayer_patch.messages(topic):
-            validate(message)
+pytestmark = pytest.mark.usefixtures("schema_checked")
 
 
 @pytest.fixture

@@ -51,12 +51,7 @@ def payloads(record):
     return [line["payload"] for line in record["lines"]]
 
 
-@pytest.fixture(autouse=True)
-def every_message_matches_its_schema(relayer_patch):
-    yield
-    for topic in relayer_patch.produced_messages:
-        for message in relayer_patch.messages(topic):
-            validate(message)
+pytestmark = pytest.mark.usefixtures("schema_checked")
 
 
 @pytest.fixture

@@ -50,9 +50,7 @@ class RPCRelayer:
         instance = self.instance
         service = getattr(func, "__qualname__", None) or type(func).__qualname__
 
-        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            type(func).__call__
-        ):
+        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__):
 
             @functools.wraps(func)
             async def async_call(*args: Any, **kwargs: Any) -> Any:
