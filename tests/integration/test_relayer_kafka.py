@@ -7,6 +7,7 @@ Every test uses its own uuid topics (see conftest.py).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ from relayer.rpc import make_rpc_relayer
 from ..schemas import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+HEX32 = re.compile("[0-9a-f]{32}")
 
 
 def values(records):
@@ -247,3 +249,66 @@ def test_the_readme_demo_runs(kafka_bootstrap):
     assert "Read back 13 of 13 messages." in proc.stdout
     assert "GET /report -> 200" in proc.stdout and "streamed row 2" in proc.stdout
     assert "InventoryService.reserve" in proc.stdout
+
+
+def test_a_rich_record_end_to_end(kafka_bootstrap, new_topic, consume):
+    """Logging capture, request and trace ids, set/timer, sender, sampling and
+    headers, as a consumer of the real topics sees them."""
+    import logging
+
+    events, logs = new_topic(prefix="rich"), new_topic(prefix="richlogs")
+    app = Flask(__name__)
+    ext = FlaskRelayer(
+        app,
+        logs,
+        kafka_bootstrap,
+        capture_logging=True,
+        service_name="shop",
+        service_version="9.9",
+        sample_rate=0.0,  # only failed and slow requests are recorded
+        slow_threshold_ms=10_000,
+    )
+    root = logging.getLogger()
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+
+    @app.get("/ok")
+    def ok():
+        ext.emit(events, "viewed", {"n": 1})
+        return "ok"
+
+    @app.get("/fail")
+    def fail():
+        ext.set("order_id", 42)
+        with ext.timer("db"):
+            logging.getLogger("app.db").warning("slow query")
+        ext.emit(events, "failed", {"n": 2})
+        return "no", 503
+
+    trace = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    try:
+        client = app.test_client()
+        assert client.get("/ok").status_code == 200
+        response = client.get("/fail", headers={"X-Request-ID": "rich-1", "traceparent": trace})
+    finally:
+        root.setLevel(previous_level)
+        for handler in list(root.handlers):
+            if type(handler).__name__ == "RelayerLogHandler":
+                root.removeHandler(handler)
+    assert response.headers["X-Request-ID"] == "rich-1"
+    with app.app_context():
+        assert ext.flush(30) == 0
+
+    [(topic, _, _, raw, headers)] = consume(kafka_bootstrap, logs, 1)  # /ok was sampled out
+    record = orjson.loads(raw)
+    assert validate(record) == "request_record"
+    assert headers["request_id"] == record["request_id"] == "rich-1"
+    assert (record["trace_id"], record["span_id"]) == ("a" * 32, "b" * 16)
+    assert record["order_id"] == 42 and record["timings"]["db"]["count"] == 1
+    assert record["sender"]["service"] == "shop" and record["sender"]["version"] == "9.9"
+    assert record["sample_rate"] == 0.0 and record["status"] == 503
+    captured = [line for line in record["lines"] if line.get("logger") == "app.db"]
+    assert captured and captured[0]["payload"] == "slow query"
+    emitted = {e["event_subtype"]: e for e in values(consume(kafka_bootstrap, events, 2))}
+    assert emitted["failed"]["request_id"] == "rich-1", "events carry the request id"
+    assert HEX32.fullmatch(emitted["viewed"]["request_id"])
