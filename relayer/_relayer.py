@@ -320,7 +320,15 @@ class Relayer:
             topic = self._topics[event_type]
         except (KeyError, TypeError):
             topic = self._topic(event_type)
-        key = None if partition_key is None else encode_key(partition_key)
+        if partition_key is None:
+            key = None
+        elif type(partition_key) is str:  # the common case, without a call
+            try:
+                key = partition_key.encode()
+            except UnicodeEncodeError:
+                key = encode_key(partition_key)  # raises InvalidPartitionKeyError
+        else:
+            key = encode_key(partition_key)
         envelope = {
             "source": self.source,
             "event_type": event_type,
