@@ -302,8 +302,10 @@ class DeliveryProducer:
         return self.stats()["pending"]
 
     def _in_queue(self, most: int) -> int:
-        """librdkafka's count of messages not delivered yet (it may also
-        count an event not served yet, hence at most ``most``)."""
+        """Messages librdkafka has not delivered yet.
+
+        Its count may include an event not served yet, hence at most ``most``.
+        """
         rdk = self._rdk
         return min(len(rdk), most) if rdk is not None else 0
 

@@ -223,7 +223,17 @@ class Relayer:
             message is neither a string nor a dict.
         :raises NonJSONSerializableMessageError: a dict message is not JSON.
         """
-        self._log(current_scope(), log_level, message)
+        scope = current_scope()
+        if (  # the hot path: an ASCII string line in a unit of work
+            scope is not None
+            and type(message) is str
+            and type(log_level) is str
+            and message.isascii()
+            and log_level.isascii()
+        ):
+            scope.lines.append((log_level, message, _time()))
+            return
+        self._log(scope, log_level, message)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; return how many
@@ -510,6 +520,15 @@ class RelayerFacade:
     def log(self, log_level: str, message: LogMessage) -> None:
         """:meth:`Relayer.log` (see there)."""
         relayer, scope = self._bound()
+        if (  # the hot path, as in Relayer.log
+            scope is not None
+            and type(message) is str
+            and type(log_level) is str
+            and message.isascii()
+            and log_level.isascii()
+        ):
+            scope.lines.append((log_level, message, _time()))
+            return
         relayer._log(scope, log_level, message)
 
     def set(self, key: str, value: Any) -> None:
