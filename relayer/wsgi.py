@@ -193,11 +193,18 @@ def request_fields(
     )
 
 
+#: Header name → its WSGI environ key (``user-agent`` → ``HTTP_USER_AGENT``).
+_ENVIRON_KEYS: Dict[str, str] = {}
+
+
 def _environ_header(environ: WSGIEnvironment) -> HeaderGetter:
     """A lookup of request headers by lowercase name, in ``environ``."""
 
     def header(name: str) -> Optional[str]:
-        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        key = _ENVIRON_KEYS.get(name)
+        if key is None:
+            key = _ENVIRON_KEYS[name] = "HTTP_" + name.upper().replace("-", "_")
+        value = environ.get(key)
         return value if value is None or value.isascii() else _wsgi_str(value)
 
     return header
