@@ -63,7 +63,7 @@ class RecordBuilder:
         if service_version is not None:
             self._sender["version"] = service_version
 
-    def keep(self, elapsed_ms: float, failed: bool) -> bool:
+    def keep(self, scope: Scope, failed: bool) -> bool:
         """Whether a unit of work's record is written: failed and slow ones
         always are, the others with probability ``sample_rate``.
         """
@@ -71,7 +71,7 @@ class RecordBuilder:
         if rate >= 1.0 or failed:
             return True
         slow = self.slow_threshold_ms
-        if slow is not None and elapsed_ms >= slow:
+        if slow is not None and scope.elapsed_ms() >= slow:
             return True
         return random.random() < rate
 

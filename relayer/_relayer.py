@@ -308,7 +308,7 @@ class Relayer:
         service, so a failure is logged instead.
         """
         try:
-            if not self.records.keep(scope.elapsed_ms(), failed):
+            if not self.records.keep(scope, failed):
                 return
             record = self.records.unit_record(scope, fields)
             headers: Headers = [*_RECORD_HEADERS, ("request_id", scope.request_id)]
@@ -549,6 +549,19 @@ class RelayerFacade:
         return self.instance.stats()
 
 
+def _fast_log(scope: Scope, log_level: Any, message: Any) -> bool:
+    """Add an ASCII string line to ``scope`` without further checks, if it is one."""
+    if (
+        type(message) is str
+        and type(log_level) is str
+        and message.isascii()
+        and log_level.isascii()
+    ):
+        scope.lines.append((log_level, message, _time()))
+        return True
+    return False
+
+
 class ScopedRelayer(RelayerFacade):
     """A relayer bound to one unit of work (what the RPC decorator injects).
 
@@ -569,6 +582,12 @@ class ScopedRelayer(RelayerFacade):
     def request_id(self) -> str:
         """The request id of this unit of work."""
         return self.scope.request_id
+
+    def log(self, log_level: str, message: LogMessage) -> None:
+        """:meth:`Relayer.log` (see there), in this unit of work."""
+        scope = self.scope
+        if not _fast_log(scope, log_level, message):
+            self._relayer._log(scope, log_level, message)
 
     def __repr__(self) -> str:
         return f"<ScopedRelayer of {self._relayer!r}>"

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Optional, Tuple, Union
 
 from flask import Flask, current_app
 
-from .._relayer import Relayer, RelayerFacade
+from .._relayer import LogMessage, Relayer, RelayerFacade, _fast_log
 from .._scope import Scope, current_scope
 from ..exceptions import ConfigurationError, OutsideUnitOfWorkError
 from ..wsgi import RelayerMiddleware
@@ -120,6 +120,14 @@ class FlaskRelayer(RelayerFacade):
         relayer = Relayer(logging_topic, kafka_hosts, **kwargs)
         app.wsgi_app = RelayerMiddleware(app.wsgi_app, relayer=relayer)  # type: ignore[method-assign]
         app.extensions[EXTENSION_KEY] = relayer
+
+    def log(self, log_level: str, message: LogMessage) -> None:
+        """:meth:`relayer.Relayer.log` on the current app's relayer."""
+        scope = current_scope()
+        if scope is None:
+            self._app_relayer()._log(None, log_level, message)
+        elif not _fast_log(scope, log_level, message):
+            scope.relayer._log(scope, log_level, message)
 
     def _bound(self) -> Tuple[Relayer, Optional[Scope]]:
         scope = current_scope()
