@@ -224,16 +224,8 @@ class Relayer:
         :raises NonJSONSerializableMessageError: a dict message is not JSON.
         """
         scope = current_scope()
-        if (  # the hot path: an ASCII string line in a unit of work
-            scope is not None
-            and type(message) is str
-            and type(log_level) is str
-            and message.isascii()
-            and log_level.isascii()
-        ):
-            scope.lines.append((log_level, message, _time()))
-            return
-        self._log(scope, log_level, message)
+        if scope is None or not _fast_log(scope, log_level, message):
+            self._log(scope, log_level, message)
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; return how many
@@ -520,16 +512,8 @@ class RelayerFacade:
     def log(self, log_level: str, message: LogMessage) -> None:
         """:meth:`Relayer.log` (see there)."""
         relayer, scope = self._bound()
-        if (  # the hot path, as in Relayer.log
-            scope is not None
-            and type(message) is str
-            and type(log_level) is str
-            and message.isascii()
-            and log_level.isascii()
-        ):
-            scope.lines.append((log_level, message, _time()))
-            return
-        relayer._log(scope, log_level, message)
+        if scope is None or not _fast_log(scope, log_level, message):
+            relayer._log(scope, log_level, message)
 
     def set(self, key: str, value: Any) -> None:
         """:meth:`Relayer.set` (see there)."""
@@ -550,7 +534,10 @@ class RelayerFacade:
 
 
 def _fast_log(scope: Scope, log_level: Any, message: Any) -> bool:
-    """Add an ASCII string line to ``scope`` without further checks, if it is one."""
+    """Add an ASCII string line to ``scope`` without further checks, if it is one.
+
+    The hot path of every ``log()``; anything else goes to :meth:`Relayer._log`.
+    """
     if (
         type(message) is str
         and type(log_level) is str

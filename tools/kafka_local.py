@@ -627,13 +627,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"(data: {broker.data_dir}). Ctrl-C to stop.",
                 flush=True,
             )
-            try:
-                code = broker.proc.wait()  # type: ignore[union-attr]
-                print(f"Kafka exited with code {code}\n{log_tail(*broker.logs)}", file=sys.stderr)
-                return 1
-            except KeyboardInterrupt:
-                print("stopping", file=sys.stderr)
+            return serve_until_interrupted(broker)
     return 0
+
+
+def serve_until_interrupted(broker: KafkaBroker) -> int:
+    """Wait on a started broker until Ctrl-C (0) or until it dies (1, with its log tail)."""
+    try:
+        code = broker.proc.wait()  # type: ignore[union-attr]
+        print(f"Kafka exited with code {code}\n{log_tail(*broker.logs)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":

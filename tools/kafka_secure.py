@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # python tools/kafka_secure.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.kafka_local import KafkaBroker, free_port
+from tools.kafka_local import KafkaBroker, free_port, serve_until_interrupted
 
 MECHANISM = "SCRAM-SHA-512"
 LISTENER = "SASL_SSL"
@@ -209,13 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 sep="\n",
                 flush=True,
             )
-            try:
-                broker.proc.wait()  # type: ignore[union-attr]
-                print(f"Kafka exited with code {broker.proc.returncode}", file=sys.stderr)  # type: ignore[union-attr]
-                return 1
-            except KeyboardInterrupt:
-                print("stopping", file=sys.stderr)
-    return 0
+            return serve_until_interrupted(broker)
 
 
 if __name__ == "__main__":
