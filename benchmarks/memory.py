@@ -35,19 +35,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory")
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--variant", choices=("relayer", "raw", "raw_headers"), required=True)
+    parser.add_argument(
+        "--variant",
+        choices=("relayer", "relayer_no_headers", "raw", "raw_headers"),
+        required=True,
+    )
     args = parser.parse_args(argv)
     room = {"messages": args.n + WARMUP + 1000, "kbytes": 2_000_000}
 
     emit: Callable[[], None]
     purge: Callable[[], None]
-    if args.variant == "relayer":
+    if args.variant.startswith("relayer"):
         relayer = Relayer(
             "bench-memory-records",
             kafka_hosts=args.bootstrap,
             buffer_max_messages=room["messages"],
             buffer_max_kbytes=room["kbytes"],
             shutdown_timeout=0,
+            kafka_headers=args.variant == "relayer",
         )
 
         def emit() -> None:

@@ -17,12 +17,11 @@ from ._scope import Scope
 HeaderGetter = Callable[[str], Optional[str]]
 
 
-def open_request(relayer: Relayer, header: HeaderGetter) -> Scope:
-    """Start the unit of work of a request, with the caller's request id
-    (``request_id_header``) and W3C ``traceparent`` when they are usable.
+def open_request(relayer: Relayer, request_id: Optional[str], traceparent: Optional[str]) -> Scope:
+    """Start the unit of work of a request, with the caller's request id (the
+    value of ``request_id_header``) and W3C ``traceparent`` when they are usable.
     """
-    request_id = incoming_request_id(header(relayer.request_id_header.lower()))
-    return relayer.open_scope(request_id, header("traceparent"))
+    return relayer.open_scope(incoming_request_id(request_id), traceparent)
 
 
 def request_fields(
@@ -31,7 +30,9 @@ def request_fields(
     method: Optional[str],
     path: str,
     query_string: str,
-    header: HeaderGetter,
+    user_agent: Optional[str],
+    real_ip: Optional[str],
+    forwarded_for: Optional[str],
     peer: Optional[str],
     redactor: Optional[Redactor],
 ) -> Dict[str, Any]:
@@ -42,15 +43,15 @@ def request_fields(
     ``Authorization`` or ``Cookie``. Query-string parameters whose names look
     secret are masked by ``redactor``.
     """
-    if redactor is not None:
+    if redactor is not None and query_string:
         query_string = redactor.query_string(query_string)
     return {
-        "user_agent": header("user-agent"),
+        "user_agent": user_agent,
         "method": method,
         "path": path,
         "query_string": query_string,
-        "remote_addr": header("x-real-ip") or peer,
-        "x_forwarded_for": header("x-forwarded-for"),
+        "remote_addr": real_ip or peer,
+        "x_forwarded_for": forwarded_for,
         "request_id": request_id,
     }
 
@@ -60,8 +61,9 @@ def with_request_id(
 ) -> List[Tuple[str, str]]:
     """Response ``headers`` with the request id echoed, unless the app set it."""
     lowered = name.lower()
-    if any(key.lower() == lowered for key, _ in headers):
-        return headers
+    for key, _ in headers:
+        if key.lower() == lowered:
+            return headers
     return [*headers, (name, request_id)]
 
 

@@ -16,6 +16,7 @@ _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 TraceIds = Tuple[Optional[str], Optional[str]]
+_NO_IDS: TraceIds = (None, None)
 
 _otel_trace: Any = None  # the opentelemetry.trace module, once looked for
 _otel_looked = False
@@ -30,14 +31,18 @@ def incoming_request_id(value: Optional[str]) -> str:
 
 def trace_ids(traceparent: Optional[str] = None) -> TraceIds:
     """``(trace_id, span_id)`` as lowercase hex, or ``(None, None)``."""
-    span = _otel_ids()
-    if span[0] is not None:
-        return span
+    if _otel_looked and _otel_trace is None:  # the common case: no OpenTelemetry
+        if not traceparent:
+            return _NO_IDS
+    else:
+        span = _otel_ids()
+        if span[0] is not None:
+            return span
     if traceparent:
         match = _TRACEPARENT.fullmatch(traceparent.strip().lower())
         if match and match[1] != "ff" and set(match[2]) != {"0"} and set(match[3]) != {"0"}:
             return match[2], match[3]
-    return None, None
+    return _NO_IDS
 
 
 def _otel_ids() -> TraceIds:

@@ -199,6 +199,11 @@ class DeliveryProducer:
         self._stop = threading.Event()
         self._poller: Optional[threading.Thread] = None
         self._accounts = _Accounts(self._on_delivery_error)
+        #: Counts one message handed to ``send`` (atomic: no lock needed).
+        self.count: Callable[[], int] = self._accounts.calls.__next__
+        #: ``produce`` of this process's librdkafka handle once it is built;
+        #: until then, a stand-in that builds it (and drops, once closed).
+        self.send: Callable[..., None] = self._send_first
         self._closed = False
         self._unusable = ""  # why librdkafka refused to start, if it did
 
@@ -208,40 +213,60 @@ class DeliveryProducer:
         self,
         topic: str,
         value: bytes,
-        key: Optional[bytes] = None,
+        key: Union[str, bytes, None] = None,
         headers: Optional[Headers] = None,
     ) -> None:
         """Queue one message; never blocks, never raises for Kafka's sake.
 
         A message that cannot be queued (buffer full, producer closed) is
-        dropped and counted.
+        dropped and counted. A ``str`` key must be valid Unicode (librdkafka
+        gets it as UTF-8).
         """
-        next(self._accounts.calls)
-        rdk = self._rdk
-        if rdk is None:
-            rdk = self._build()
-            if rdk is None:
-                self._accounts.drop(self._unusable or "producer closed")
-                return
+        self.count()
         try:
-            if headers is None:
-                rdk.produce(topic, value, key)
-            else:  # positional: passing a keyword costs confluent-kafka 0.5 µs
-                rdk.produce(topic, value, key, -1, None, None, 0, headers)
-        except BufferError:
+            self.send(topic, value, key, -1, None, None, 0, headers)
+        except (BufferError, confluent_kafka.KafkaException) as exc:
+            self.refused(exc, topic, value, key, headers)
+
+    # The hot path of ``produce`` for callers that inline it (Relayer.emit):
+    # ``count()``, then ``send(topic, value, key, -1, None, None, 0, headers)``
+    # (positional: a keyword argument costs confluent-kafka 0.5 µs), and on
+    # BufferError or KafkaException, ``refused(...)``.
+
+    def refused(
+        self,
+        exc: Exception,
+        topic: str,
+        value: bytes,
+        key: Union[str, bytes, None],
+        headers: Optional[Headers],
+    ) -> None:
+        """What ``produce`` does when librdkafka refused a message: wait for
+        room (``when_full="block"``) or drop it, and count it.
+        """
+        if isinstance(exc, BufferError):
             if self.when_full == "block":
-                self._produce_when_room(rdk, topic, value, key, headers)
+                self._produce_when_room(topic, value, key, headers)
             else:
                 self._accounts.drop("buffer full")
-        except confluent_kafka.KafkaException as exc:
+        else:
             self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
+
+    def _send_first(self, topic: str, value: bytes, key: Any, *args: Any) -> None:
+        """``send`` until this process has a handle: build it, then produce;
+        once closed, drop.
+        """
+        rdk = self._build()
+        if rdk is None:
+            self._accounts.drop(self._unusable or "producer closed")
+        else:
+            rdk.produce(topic, value, key, *args)
 
     def _produce_when_room(
         self,
-        rdk: confluent_kafka.Producer,
         topic: str,
         value: bytes,
-        key: Optional[bytes],
+        key: Union[str, bytes, None],
         headers: Optional[Headers],
     ) -> None:
         """``when_full="block"``: wait up to ``block_timeout`` for room, then drop."""
@@ -250,6 +275,10 @@ class DeliveryProducer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._accounts.drop("buffer full")
+                return
+            rdk = self._rdk
+            if rdk is None:  # closed meanwhile
+                self._accounts.drop("producer closed")
                 return
             rdk.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
             try:
@@ -263,7 +292,9 @@ class DeliveryProducer:
 
     def _build(self) -> Optional[confluent_kafka.Producer]:
         with self._build_lock:
-            if self._rdk is None and not self._closed and not self._unusable:
+            if self._closed:
+                return None
+            if self._rdk is None and not self._unusable:
                 accounts = self._accounts
                 config = {
                     "logger": _LibrdkafkaLog(self.report_interval),
@@ -293,6 +324,8 @@ class DeliveryProducer:
                 )
                 self._poller.start()
                 self._rdk = rdk
+            if self._rdk is not None:
+                self.send = self._rdk.produce
             return self._rdk
 
     # -- delivery ------------------------------------------------------------
@@ -343,6 +376,7 @@ class DeliveryProducer:
             if self._closed:
                 return 0
             self._closed = True
+            self.send = self._send_first  # which now drops
             rdk = self._rdk
         _live.discard(self)
         if rdk is None:
@@ -411,6 +445,11 @@ def _poll_forever(
 #: Producers not closed yet. Strong references on purpose: a relayer dropped
 #: without ``close()`` is still flushed at exit rather than lost.
 _live: Set[DeliveryProducer] = set()
+
+
+def live_producers() -> List[DeliveryProducer]:
+    """The producers of this process not closed yet."""
+    return list(_live)
 
 
 def _close_all_at_exit() -> None:

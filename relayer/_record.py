@@ -31,6 +31,18 @@ RESERVED_FIELDS = frozenset(
 
 _orjson_dumps = orjson.dumps
 
+#: This process's id, kept up to date across forks (``os.getpid()`` is a system call).
+_pid = os.getpid()
+
+
+def _note_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_pid)
+
 
 class RecordBuilder:
     """What every record of one relayer shares: source, sender, sampling."""
@@ -76,8 +88,14 @@ class RecordBuilder:
         return random.random() < rate
 
     def sender(self) -> Dict[str, Any]:
-        """Host, process id (of this process: it changes after a fork), service, version."""
-        return {**self._sender, "pid": os.getpid()}
+        """Host, process id (of this process: it changes after a fork), service, version.
+
+        One dict per process, shared by its records: do not change it.
+        """
+        sender = self._sender
+        if sender["pid"] != _pid:
+            sender = self._sender = {**sender, "pid": _pid}
+        return sender
 
     def unit_record(self, scope: Scope, fields: Mapping[str, Any]) -> Dict[str, Any]:
         """The record of ``scope``, with request or call ``fields``."""

@@ -36,6 +36,7 @@ Line = Union["orjson.Fragment", LogLine]
 
 _current: ContextVar[Optional[Scope]] = ContextVar("relayer_scope", default=None)
 current_scope = _current.get
+_perf_ns = time.perf_counter_ns
 
 
 class Scope:
@@ -67,7 +68,7 @@ class Scope:
         self.relayer = relayer
         self.lines: List[Line] = []
         self.started = time.time()
-        self._started_perf = time.perf_counter()
+        self._started_perf = _perf_ns()
         self.request_id = request_id or new_request_id()
         self.trace_id = trace_id
         self.span_id = span_id
@@ -94,7 +95,7 @@ class Scope:
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the unit of work started, to the microsecond."""
-        return round((time.perf_counter() - self._started_perf) * 1000.0, 3)
+        return (_perf_ns() - self._started_perf) // 1000 / 1000
 
     def rendered_lines(self) -> List[Any]:
         """The lines as they go into the record, in the order they happened."""

@@ -81,7 +81,9 @@ class RelayerMiddleware:
             return
         relayer = self.relayer
         header = _header_getter(scope.get("headers") or ())
-        unit = open_request(relayer, header)
+        unit = open_request(
+            relayer, header(relayer.request_id_header.lower()), header("traceparent")
+        )
         response = _Response()
 
         def finish(failed: bool) -> None:
@@ -95,7 +97,9 @@ class RelayerMiddleware:
                 method=scope.get("method"),
                 path=path,
                 query_string=_text(scope.get("query_string", b"")),
-                header=header,
+                user_agent=header("user-agent"),
+                real_ip=header("x-real-ip"),
+                forwarded_for=header("x-forwarded-for"),
                 peer=client[0] if client else None,
                 redactor=relayer.redactor,
             )

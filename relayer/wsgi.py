@@ -29,7 +29,7 @@ from typing import (
     Union,
 )
 
-from ._http import HeaderGetter, finish_request, open_request, with_request_id
+from ._http import finish_request, open_request
 from ._http import request_fields as _request_fields
 from ._redact import Redactor
 from ._relayer import Relayer
@@ -64,17 +64,32 @@ class RelayerMiddleware:
         self.relayer = (
             relayer if relayer is not None else Relayer(logging_topic, kafka_hosts, **kwargs)  # type: ignore[arg-type]
         )
+        header = self.relayer.request_id_header
+        self._id_header = header
+        self._id_header_lower = header.lower()
+        self._id_environ_key = "HTTP_" + header.upper().replace("-", "_")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request as a unit of work (the WSGI entry point)."""
-        relayer = self.relayer
-        scope = open_request(relayer, _environ_header(environ))
-        sent: List[Any] = [None, None]  # status line, headers
+        get = environ.get
+        scope = open_request(self.relayer, get(self._id_environ_key), get("HTTP_TRACEPARENT"))
+        sent: List[Any] = [None, None]  # status line, Content-Length
+        id_header, id_header_lower = self._id_header, self._id_header_lower
 
         def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-            headers = with_request_id(headers, relayer.request_id_header, scope.request_id)
+            echo = True
+            length = None
+            for name, value in headers:
+                lowered = name.lower()
+                if lowered == "content-length":
+                    if length is None:
+                        length = _int_or_none(value)
+                elif lowered == id_header_lower:
+                    echo = False
+            if echo:
+                headers = [*headers, (id_header, scope.request_id)]
             sent[0] = status
-            sent[1] = headers
+            sent[1] = length
             return start_response(status, headers, exc_info)
 
         token = enter(scope)
@@ -86,13 +101,12 @@ class RelayerMiddleware:
         finally:
             leave(token)
 
-        status, headers = sent
-        length = _content_length(headers)
+        status, length = sent
         if (
             length is None
             and type(body) not in (list, tuple)
             and (status or "")[:3] not in _NO_BODY_STATUSES
-            and environ.get("REQUEST_METHOD") != "HEAD"
+            and get("REQUEST_METHOD") != "HEAD"
         ):
             return _StreamedBody(body, scope, self, environ, sent)
         self._finish(scope, environ, status, length)
@@ -179,50 +193,37 @@ def request_fields(
     :func:`relayer._http.request_fields`); ``request_id`` defaults to the
     ``X-Request-ID`` header.
     """
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    query = environ.get("QUERY_STRING", "")
-    header = _environ_header(environ)
+    get = environ.get
+    path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
+    query = get("QUERY_STRING", "")
     return _request_fields(
-        request_id=request_id if request_id is not None else header("x-request-id"),
-        method=environ.get("REQUEST_METHOD"),
+        request_id=request_id if request_id is not None else _text(get("HTTP_X_REQUEST_ID")),
+        method=get("REQUEST_METHOD"),
         path=path if path.isascii() else _wsgi_str(path),
         query_string=query if query.isascii() else _wsgi_str(query),
-        header=header,
-        peer=environ.get("REMOTE_ADDR"),
+        user_agent=_text(get("HTTP_USER_AGENT")),
+        real_ip=_text(get("HTTP_X_REAL_IP")),
+        forwarded_for=_text(get("HTTP_X_FORWARDED_FOR")),
+        peer=get("REMOTE_ADDR"),
         redactor=redactor,
     )
 
 
-#: Header name → its WSGI environ key (``user-agent`` → ``HTTP_USER_AGENT``).
-_ENVIRON_KEYS: Dict[str, str] = {}
-
-
-def _environ_header(environ: WSGIEnvironment) -> HeaderGetter:
-    """A lookup of request headers by lowercase name, in ``environ``."""
-
-    def header(name: str) -> Optional[str]:
-        key = _ENVIRON_KEYS.get(name)
-        if key is None:
-            key = _ENVIRON_KEYS[name] = "HTTP_" + name.upper().replace("-", "_")
-        value = environ.get(key)
-        return value if value is None or value.isascii() else _wsgi_str(value)
-
-    return header
+def _text(value: Optional[str]) -> Optional[str]:
+    """A header value of ``environ`` as text (see :func:`_wsgi_str`)."""
+    return value if value is None or value.isascii() else _wsgi_str(value)
 
 
 def _wsgi_str(value: str) -> str:
-    """Undo WSGI's latin-1 decoding of a UTF-8 path or query string."""
+    """Undo WSGI's latin-1 decoding of a UTF-8 path, query string or header."""
     try:
         return value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return value
 
 
-def _content_length(headers: Optional[List[Tuple[str, str]]]) -> Optional[int]:
-    for name, value in headers or ():
-        if name.lower() == "content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def _int_or_none(value: str) -> Optional[int]:
+    try:
+        return int(value)
+    except ValueError:
+        return None

@@ -286,7 +286,7 @@ class TestSizes:
 
         sent = []
         monkeypatch.setattr(
-            relayer._producer, "produce", lambda t, v, k=None, h=None: sent.append((v, k, h))
+            relayer._producer, "send", lambda t, v, k, *a: sent.append((v, k, a[-1]))
         )
         relayer.emit("e", "s", "x" * low, partition_key=b"k")
         value, key, headers = sent[-1]

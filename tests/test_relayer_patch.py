@@ -49,24 +49,24 @@ def test_relayer_built_before_the_patch_is_patched_too(relayer_patch):
 
 
 def test_stop_restores_the_real_producer():
-    original = DeliveryProducer.produce
+    original = DeliveryProducer._send_first
     patch = RelayerPatch().start()
-    assert DeliveryProducer.produce is not original
+    assert DeliveryProducer._send_first is not original
     patch.stop()
     patch.stop()
-    assert DeliveryProducer.produce is original
+    assert DeliveryProducer._send_first is original
 
 
 def test_context_manager_restores_on_error():
-    original = DeliveryProducer.produce
+    original = DeliveryProducer._send_first
     with pytest.raises(ZeroDivisionError):
         with RelayerPatch():
             raise ZeroDivisionError
-    assert DeliveryProducer.produce is original
+    assert DeliveryProducer._send_first is original
 
 
 def test_nested_patches_each_record_and_unwind():
-    original = DeliveryProducer.produce
+    original = DeliveryProducer._send_first
     relayer = Relayer("logs", "kafka:9092")
     with RelayerPatch() as outer:
         with RelayerPatch() as inner:
@@ -74,7 +74,7 @@ def test_nested_patches_each_record_and_unwind():
         relayer.emit("e", "s", "outer")
     assert [m["payload"] for m in inner.messages("e")] == ["inner"]
     assert [m["payload"] for m in outer.messages("e")] == ["outer"]
-    assert DeliveryProducer.produce is original
+    assert DeliveryProducer._send_first is original
 
 
 def test_fixture_is_active(relayer_patch):

@@ -134,6 +134,27 @@ def test_kafka_headers(relayer_patch):
     assert record["content-type"] == "application/json"
 
 
+def test_kafka_headers_can_be_turned_off(relayer_patch):
+    """kafka_headers=False: no headers on events, records, raw messages and lone log lines."""
+    app, ext = flask_app(kafka_headers=False)
+    app.test_client().get("/", headers={"X-Request-ID": "r-1"})
+    assert app.extensions["relayer"].kafka_headers is False
+    with app.app_context():
+        ext.emit("orders", "direct", {"id": 2}, partition_key="k")
+        ext.emit_raw("raw", [1])
+        ext.log("info", "outside")
+    produced = relayer_patch.mocked_producer.produced_headers
+    assert set(produced) == {"orders", "logs", "raw"}
+    assert [len(messages) for messages in produced.values()] == [2, 2, 1]
+    assert all(headers == {} for messages in produced.values() for headers in messages)
+    assert relayer_patch.messages("orders")[0]["request_id"] == "r-1"  # still in the JSON
+
+    configured = Flask(__name__)
+    configured.config["RELAYER_KAFKA_HEADERS"] = False
+    FlaskRelayer(configured, "logs", "k:1")
+    assert configured.extensions["relayer"].kafka_headers is False
+
+
 class TestSetAndTimer:
     def test_set_and_timers_in_a_flask_request(self, relayer_patch):
         app = Flask(__name__)

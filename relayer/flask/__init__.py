@@ -21,7 +21,8 @@ Settings not passed to ``init_app`` are read once from ``app.config``:
 ``RELAYER_BUFFER_MAX_MESSAGES``, ``RELAYER_BUFFER_MAX_KBYTES``,
 ``RELAYER_WHEN_FULL``, ``RELAYER_BLOCK_TIMEOUT``, ``RELAYER_REDACT_KEYS``,
 ``RELAYER_CAPTURE_LOGGING``, ``RELAYER_REQUEST_ID_HEADER``, ``RELAYER_SAMPLE_RATE``,
-``RELAYER_SLOW_THRESHOLD_MS``, ``RELAYER_SERVICE_NAME`` and ``RELAYER_SERVICE_VERSION``.
+``RELAYER_SLOW_THRESHOLD_MS``, ``RELAYER_SERVICE_NAME``, ``RELAYER_SERVICE_VERSION``
+and ``RELAYER_KAFKA_HEADERS``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ _CONFIG_KEYS = {
     "slow_threshold_ms": "RELAYER_SLOW_THRESHOLD_MS",
     "service_name": "RELAYER_SERVICE_NAME",
     "service_version": "RELAYER_SERVICE_VERSION",
+    "kafka_headers": "RELAYER_KAFKA_HEADERS",
 }
 
 

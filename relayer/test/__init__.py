@@ -18,12 +18,12 @@ been produced, as JSON bytes and key bytes. With pytest, the
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 from unittest import mock
 
 import orjson
 
-from .._producer import DeliveryProducer, Headers
+from .._producer import DeliveryProducer, Headers, live_producers
 
 __all__ = ["MockedProducer", "RelayerPatch"]
 
@@ -44,11 +44,12 @@ class MockedProducer:
         self,
         topic: str,
         value: bytes,
-        key: Optional[bytes] = None,
+        key: Union[str, bytes, None] = None,
         headers: Optional[Headers] = None,
     ) -> None:
-        """Record one message instead of producing it."""
-        self.produced_messages.setdefault(topic, []).append((value, key))
+        """Record one message instead of producing it (a ``str`` key as its UTF-8 bytes)."""
+        encoded = key.encode() if isinstance(key, str) else key
+        self.produced_messages.setdefault(topic, []).append((value, encoded))
         self.produced_headers.setdefault(topic, []).append(
             {name: v.decode() if isinstance(v, bytes) else str(v) for name, v in headers or ()}
         )
@@ -91,20 +92,27 @@ class RelayerPatch:
             return self
         recorder = self.mocked_producer
 
-        def produce(
+        def send(
             _producer: DeliveryProducer,
             topic: str,
             value: bytes,
-            key: Optional[bytes] = None,
-            headers: Optional[Headers] = None,
+            key: Union[str, bytes, None],
+            _partition: int,
+            _callback: None,
+            _on_delivery: None,
+            _timestamp: int,
+            headers: Optional[Headers],
         ) -> None:
             recorder.produce(topic, value, key, headers)
 
         def nothing_pending(_producer: DeliveryProducer, *args: Any) -> int:
             return 0
 
+        # Producers send through ``send``: until they have a librdkafka handle
+        # it is their ``_send_first``, which the patch replaces. Those that
+        # have one go back to ``_send_first`` on start and on stop.
         patches: List[Any] = [
-            mock.patch.object(DeliveryProducer, "produce", produce),
+            mock.patch.object(DeliveryProducer, "_send_first", send),
             mock.patch.object(DeliveryProducer, "flush", nothing_pending),
             mock.patch.object(DeliveryProducer, "pending", nothing_pending),
         ]
@@ -115,12 +123,15 @@ class RelayerPatch:
         except BaseException:
             self.stop()
             raise
+        _resend_all()
         return self
 
     def stop(self) -> None:
         """Restore the real producer (safe to call more than once)."""
-        while self._patches:
-            self._patches.pop().stop()
+        if self._patches:
+            while self._patches:
+                self._patches.pop().stop()
+            _resend_all()
 
     def __enter__(self) -> RelayerPatch:
         return self.start()
@@ -141,3 +152,9 @@ class RelayerPatch:
     def messages(self, topic: str) -> List[Any]:
         """Shortcut for :meth:`MockedProducer.messages`."""
         return self.mocked_producer.messages(topic)
+
+
+def _resend_all() -> None:
+    """Make every live producer send through ``_send_first`` again (patched or not)."""
+    for producer in live_producers():
+        producer.send = producer._send_first
