@@ -31,13 +31,11 @@ def incoming_request_id(value: Optional[str]) -> str:
 
 def trace_ids(traceparent: Optional[str] = None) -> TraceIds:
     """``(trace_id, span_id)`` as lowercase hex, or ``(None, None)``."""
-    if _otel_looked and _otel_trace is None:  # the common case: no OpenTelemetry
-        if not traceparent:
-            return _NO_IDS
-    else:
-        span = _otel_ids()
-        if span[0] is not None:
-            return span
+    otel = _otel_trace if _otel_looked else _find_otel()
+    if otel is not None:
+        context = otel.get_current_span().get_span_context()
+        if context.is_valid:
+            return format(context.trace_id, "032x"), format(context.span_id, "016x")
     if traceparent:
         match = _TRACEPARENT.fullmatch(traceparent.strip().lower())
         if match and match[1] != "ff" and set(match[2]) != {"0"} and set(match[3]) != {"0"}:
@@ -45,19 +43,16 @@ def trace_ids(traceparent: Optional[str] = None) -> TraceIds:
     return _NO_IDS
 
 
-def _otel_ids() -> TraceIds:
+def _find_otel() -> Any:
+    """The ``opentelemetry.trace`` module, or ``None`` when it is not installed
+    (looked for once, at the first unit of work).
+    """
     global _otel_trace, _otel_looked
-    if not _otel_looked:
-        _otel_looked = True
-        try:
-            from opentelemetry import trace
+    try:
+        from opentelemetry import trace
 
-            _otel_trace = trace
-        except ImportError:
-            _otel_trace = None
-    if _otel_trace is None:
-        return None, None
-    context = _otel_trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None, None
-    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+        _otel_trace = trace
+    except ImportError:
+        _otel_trace = None
+    _otel_looked = True
+    return _otel_trace

@@ -112,16 +112,20 @@ def test_the_first_problem_is_reported_at_once(producers, caplog):
 def test_reports_are_rate_limited(producers, caplog):
     producer = producers({**DOWN, "message.timeout.ms": 50}, report_interval=0.5)
     with caplog.at_level(logging.WARNING, logger="relayer"):
-        deadline = time.monotonic() + 1.6
+        started = time.monotonic()
+        deadline = started + 1.6
         sent = 0
         while time.monotonic() < deadline:
             producer.produce("t", b"v")
             sent += 1
             time.sleep(0.005)
         producer.flush(5)
+        elapsed = time.monotonic() - started
     reports = [r for r in caplog.records if "delivery problems" in r.getMessage()]
     assert sent > 100
-    assert 1 <= len(reports) <= 4
+    # The first at once, then at most one per 0.5 s (the poller may report once
+    # more while flush waits for the last failures): a few, not one per message.
+    assert 1 <= len(reports) <= 2 + int(elapsed / 0.5), (len(reports), elapsed)
     assert producer.stats()["failed"] == sent
 
 
