@@ -166,14 +166,41 @@ def paired_ratio(a: Stats, b: Stats) -> float:
 # -- contenders built by hand: the floor -----------------------------------------
 
 
-def raw_emitter(raw: RawProducer, source: str, headers: bool) -> Callable[..., None]:
+def raw_emitter(
+    raw: RawProducer, source: str, headers: bool, only_content_type: bool = False
+) -> Callable[..., None]:
     """The floor: what ``emit`` does, written directly against confluent-kafka.
 
     The same envelope (built and dumped each call), the same key, and
     with ``headers`` the four headers relayer sends with an event (passed
-    positionally, as relayer does).
+    positionally, as relayer does), or with ``only_content_type`` just the
+    first of them: the price of having any header at all.
     """
     produce = raw.producer.produce
+    if only_content_type:
+
+        def emit_with_one_header(
+            event_type: str, event_subtype: str, payload: Any, key: Any
+        ) -> None:
+            envelope = {
+                "source": source,
+                "event_type": event_type,
+                "event_subtype": event_subtype,
+                "payload": payload,
+                "timestamp": _now(_UTC),
+            }
+            produce(
+                event_type,
+                _dumps(envelope),
+                key,
+                -1,
+                None,
+                None,
+                0,
+                [("content-type", "application/json")],
+            )
+
+        return emit_with_one_header
     if not headers:
 
         def emit(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
@@ -296,6 +323,8 @@ def bench_calls(
 
     floor = raw_emitter(raw, records, headers=False)
     floor_headers = raw_emitter(raw, records, headers=True)
+    floor_one_header = raw_emitter(raw, records, headers=True, only_content_type=True)
+    t_raw_one = ledger.topic("raw-one-header")
 
     def emit_outside(n: int) -> int:
         ns = _loop(instance.emit, (t_emit, SUBTYPE, PAYLOAD, KEY), n)
@@ -310,6 +339,11 @@ def bench_calls(
     def raw_plain(n: int) -> int:
         ns = _loop(floor, (t_raw, SUBTYPE, PAYLOAD, KEY), n)
         ledger.add(t_raw, n)
+        return ns
+
+    def raw_with_one_header(n: int) -> int:
+        ns = _loop(floor_one_header, (t_raw_one, SUBTYPE, PAYLOAD, KEY), n)
+        ledger.add(t_raw_one, n)
         return ns
 
     def raw_with_headers(n: int) -> int:
@@ -354,6 +388,7 @@ def bench_calls(
         Variant("raw", raw_plain, sizes.emit_n, settle_raw),
         Variant("emit", emit_outside, sizes.emit_n, settle_relayer),
         Variant("raw_headers", raw_with_headers, sizes.emit_n, settle_raw),
+        Variant("raw_one_header", raw_with_one_header, sizes.emit_n, settle_raw),
         Variant(
             "emit_no_headers",
             emit_no_headers,
@@ -390,6 +425,14 @@ def bench_calls(
     one = Section("1. `emit()` outside a unit of work vs raw `Producer.produce` (µs per call)")
     one.rows.append(
         Row("raw produce + orjson.dumps(envelope) (the floor)", us["raw"], "µs", "1.00x floor")
+    )
+    one.rows.append(
+        Row(
+            "raw produce + 1 header (`content-type` only)",
+            us["raw_one_header"],
+            "µs",
+            f"{ratio('raw_one_header', 'raw'):.2f}x floor",
+        )
     )
     one.rows.append(
         Row(
