@@ -225,10 +225,8 @@ def prepare(
                 *java,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                new_id,
-                "-c",
-                str(config_path),
+                f"--cluster-id={new_id}",  # "=": an id may start with "-"
+                f"--config={config_path}",
                 *format_args,
             ],
             capture_output=True,
@@ -243,7 +241,10 @@ def prepare(
 def new_cluster_id() -> str:
     """A random KRaft cluster id (22 characters of URL-safe base64, like ``kafka-storage
     random-uuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:  # as Kafka's Uuid.randomUuid(): none that starts with "-" (CLIs read an option)
+        new = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not new.startswith("-"):
+            return new
 
 
 def log_tail(*paths: Path, lines: int = 40) -> str:
