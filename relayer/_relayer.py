@@ -16,7 +16,7 @@ from ._logging import capture_logging as _capture_logging
 from ._producer import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback, DeliveryProducer, Headers
 from ._record import RecordBuilder, encode_record, encoded_field
 from ._redact import DEFAULT_REDACT_KEYS, Redactor
-from ._scope import Fragment, Scope, Timer, current_scope, log_line_dict
+from ._scope import Fragment, Scope, Timer, current_scope, enter, leave, log_line_dict
 from .exceptions import (
     ConfigurationError,
     InvalidLogMessageError,
@@ -211,7 +211,56 @@ class Relayer:
         :raises UnsupportedPartitionKeyTypeError: the key has another type.
         :raises NonJSONSerializableMessageError: the payload is not JSON.
         """
-        self._emit(current_scope(), event_type, event_subtype, payload, partition_key)
+        scope = current_scope()
+        try:
+            topic = self._topics[event_type]
+        except (KeyError, TypeError):
+            topic = self._topic(event_type)
+        if partition_key is None:
+            key: Union[str, bytes, None] = None
+        elif type(partition_key) is str and partition_key.isascii():
+            key = partition_key  # the common case: confluent-kafka encodes it
+        else:
+            key = encode_key(partition_key)  # raises on bad keys
+        envelope = {
+            "source": self.source,
+            "event_type": event_type,
+            "event_subtype": event_subtype,
+            "payload": payload,
+            "timestamp": _now(_UTC),
+        }
+        headers: Optional[Headers] = None
+        if self.kafka_headers:
+            headers = [
+                _JSON,
+                _VERSION,
+                ("event_type", event_type),
+                (
+                    "event_subtype",
+                    event_subtype if type(event_subtype) is str else str(event_subtype),
+                ),
+            ]
+            if scope is not None:
+                headers.append(("request_id", scope.request_id))
+        if scope is not None:
+            envelope["request_id"] = scope.request_id
+        try:
+            value = _orjson_dumps(envelope)
+        except TypeError:
+            value = dumps(envelope, f"event {event_type!r}/{event_subtype!r}")
+        if len(value) > self._value_room - (len(key) if key else 0):
+            self._check_size(topic, value, key, headers)
+        if _debug(_DEBUG):
+            _log_message(topic, key, value)
+        # DeliveryProducer.produce, inlined: this is the hot path.
+        producer = self._producer
+        producer.count()
+        try:
+            producer.send(topic, value, key, -1, None, None, 0, headers)
+        except (BufferError, KafkaException) as exc:
+            producer.refused(exc, topic, value, key, headers)
+        if scope is not None:
+            scope.lines.append(Fragment(value))
 
     def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
         """Produce ``message``, as JSON, to topic ``prefix + topic + suffix``.
@@ -320,64 +369,6 @@ class Relayer:
             logger.exception("relayer: could not write the record of a unit of work")
 
     # -- the work behind the public calls (also used by ScopedRelayer) ----------
-
-    def _emit(
-        self,
-        scope: Optional[Scope],
-        event_type: str,
-        event_subtype: Any,
-        payload: Any,
-        partition_key: PartitionKey,
-    ) -> None:
-        try:
-            topic = self._topics[event_type]
-        except (KeyError, TypeError):
-            topic = self._topic(event_type)
-        if partition_key is None:
-            key: Union[str, bytes, None] = None
-        elif type(partition_key) is str and partition_key.isascii():
-            key = partition_key  # the common case: confluent-kafka encodes it
-        else:
-            key = encode_key(partition_key)  # raises on bad keys
-        envelope = {
-            "source": self.source,
-            "event_type": event_type,
-            "event_subtype": event_subtype,
-            "payload": payload,
-            "timestamp": _now(_UTC),
-        }
-        headers: Optional[Headers] = None
-        if self.kafka_headers:
-            headers = [
-                _JSON,
-                _VERSION,
-                ("event_type", event_type),
-                (
-                    "event_subtype",
-                    event_subtype if type(event_subtype) is str else str(event_subtype),
-                ),
-            ]
-            if scope is not None:
-                headers.append(("request_id", scope.request_id))
-        if scope is not None:
-            envelope["request_id"] = scope.request_id
-        try:
-            value = _orjson_dumps(envelope)
-        except TypeError:
-            value = dumps(envelope, f"event {event_type!r}/{event_subtype!r}")
-        if len(value) > self._value_room - (len(key) if key else 0):
-            self._check_size(topic, value, key, headers)
-        if _debug(_DEBUG):
-            _log_message(topic, key, value)
-        # DeliveryProducer.produce, inlined: this is the hot path.
-        producer = self._producer
-        producer.count()
-        try:
-            producer.send(topic, value, key, -1, None, None, 0, headers)
-        except (BufferError, KafkaException) as exc:
-            producer.refused(exc, topic, value, key, headers)
-        if scope is not None:
-            scope.lines.append(Fragment(value))
 
     def _emit_raw(
         self, scope: Optional[Scope], topic: str, message: Any, partition_key: PartitionKey
@@ -538,7 +529,14 @@ class RelayerFacade:
     ) -> None:
         """:meth:`Relayer.emit` (see there)."""
         relayer, scope = self._bound()
-        relayer._emit(scope, event_type, event_subtype, payload, partition_key)
+        if scope is current_scope():
+            relayer.emit(event_type, event_subtype, payload, partition_key)
+            return
+        token = enter(scope)  # a ScopedRelayer used from a thread its call started
+        try:
+            relayer.emit(event_type, event_subtype, payload, partition_key)
+        finally:
+            leave(token)
 
     def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
         """:meth:`Relayer.emit_raw` (see there)."""

@@ -152,7 +152,7 @@ def utc(at: float) -> datetime:
     return datetime.fromtimestamp(at, timezone.utc)
 
 
-def enter(scope: Scope) -> Any:
+def enter(scope: Optional[Scope]) -> Any:
     """Make ``scope`` current; return the token to give to :func:`leave`."""
     return _current.set(scope)
 

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from relayer import Relayer, ScopedRelayer
+from relayer._scope import current_scope
 from relayer.rpc import RPCRelayer, make_rpc_relayer
 
 
@@ -144,3 +145,27 @@ def test_lines_from_a_thread_the_call_starts(rpc_relayer, relayer_patch):
 
     handler()
     assert relayer_patch.messages("logging_topic")[0]["lines"][0]["payload"] == "from worker"
+
+
+def test_events_from_a_thread_the_call_starts(rpc_relayer, relayer_patch):
+    """The event carries the call's request id and is in its record; the worker thread
+    is left without a current unit of work afterwards."""
+    after = []
+
+    def work(relayer):
+        relayer.emit("jobs", "started", {"n": 1})
+        after.append(current_scope())
+
+    @rpc_relayer
+    def handler(relayer=None):
+        worker = threading.Thread(target=work, args=(relayer,))
+        worker.start()
+        worker.join()
+        return relayer.request_id
+
+    request_id = handler()
+    [event] = relayer_patch.messages("jobs")
+    assert event["request_id"] == request_id
+    [record] = relayer_patch.messages("logging_topic")
+    assert record["lines"][0]["request_id"] == request_id
+    assert after == [None]
