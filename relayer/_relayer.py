@@ -96,7 +96,7 @@ class Relayer:
     :param kafka_headers: send the Kafka headers (``content-type``,
         ``schema_version``, ``event_type``, ``event_subtype``, ``request_id``)
         with every message (the default). librdkafka allocates each header
-        on its own: ``False`` saves a quarter to a third of the cost of an
+        on its own: ``False`` saves about a quarter of the cost of an
         ``emit`` and half the memory of a pending message, for consumers
         that read the JSON anyway.
 
