@@ -11,8 +11,9 @@
 While a patch is active no relayer connects to Kafka, whether it was built
 before or after the patch started; ``patch.mocked_producer.produced_messages``
 maps each topic to the ``(message, partition_key)`` tuples that would have
-been produced, as JSON bytes and key bytes. With pytest, the
-``relayer_patch`` fixture gives an active patch.
+been produced, as JSON bytes and key bytes; ``stats()`` counts them as
+produced and delivered. With pytest, the ``relayer_patch`` fixture gives an
+active patch.
 """
 
 from __future__ import annotations
