@@ -166,41 +166,20 @@ def paired_ratio(a: Stats, b: Stats) -> float:
 # -- contenders built by hand: the floor -----------------------------------------
 
 
-def raw_emitter(
-    raw: RawProducer, source: str, headers: bool, only_content_type: bool = False
-) -> Callable[..., None]:
+_CONTENT_TYPE = ("content-type", "application/json")
+
+
+def raw_emitter(raw: RawProducer, source: str, headers: int = 0) -> Callable[..., None]:
     """The floor: what ``emit`` does, written directly against confluent-kafka.
 
-    The same envelope (built and dumped each call), the same key, and
-    with ``headers`` the four headers relayer sends with an event (passed
-    positionally, as relayer does), or with ``only_content_type`` just the
-    first of them: the price of having any header at all.
+    The same envelope (built and dumped each call) and the same key; with
+    ``headers=4`` the four headers relayer sends with an event (passed
+    positionally, as relayer does), with ``headers=1`` just ``content-type``:
+    the price of having any header at all.
     """
+    if headers not in (0, 1, 4):
+        raise ValueError(f"headers must be 0, 1 or 4, not {headers!r}")
     produce = raw.producer.produce
-    if only_content_type:
-
-        def emit_with_one_header(
-            event_type: str, event_subtype: str, payload: Any, key: Any
-        ) -> None:
-            envelope = {
-                "source": source,
-                "event_type": event_type,
-                "event_subtype": event_subtype,
-                "payload": payload,
-                "timestamp": _now(_UTC),
-            }
-            produce(
-                event_type,
-                _dumps(envelope),
-                key,
-                -1,
-                None,
-                None,
-                0,
-                [("content-type", "application/json")],
-            )
-
-        return emit_with_one_header
     if not headers:
 
         def emit(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
@@ -214,6 +193,7 @@ def raw_emitter(
             produce(event_type, _dumps(envelope), key)
 
         return emit
+    only_content_type = headers == 1
 
     def emit_with_headers(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
         envelope = {
@@ -231,8 +211,10 @@ def raw_emitter(
             None,
             None,
             0,
-            [
-                ("content-type", "application/json"),
+            [_CONTENT_TYPE]
+            if only_content_type
+            else [
+                _CONTENT_TYPE,
                 ("schema_version", "1"),
                 ("event_type", event_type),
                 ("event_subtype", event_subtype),
@@ -321,9 +303,9 @@ def bench_calls(
     def settle_raw() -> None:
         must_flush(raw.flush, "raw producer")
 
-    floor = raw_emitter(raw, records, headers=False)
-    floor_headers = raw_emitter(raw, records, headers=True)
-    floor_one_header = raw_emitter(raw, records, headers=True, only_content_type=True)
+    floor = raw_emitter(raw, records)
+    floor_headers = raw_emitter(raw, records, headers=4)
+    floor_one_header = raw_emitter(raw, records, headers=1)
     t_raw_one = ledger.topic("raw-one-header")
 
     def emit_outside(n: int) -> int:
@@ -790,9 +772,9 @@ def bench_end_to_end(ledger: Ledger, sizes: Sizes) -> List[Section]:
             ledger.topic("e2e-relayer-no-headers"),
             _relayer_flush(bare_instance),
         ),
-        "raw": (raw_emitter(raw, "bench", headers=False), ledger.topic("e2e-raw"), raw.flush),
+        "raw": (raw_emitter(raw, "bench"), ledger.topic("e2e-raw"), raw.flush),
         "raw_headers": (
-            raw_emitter(raw, "bench", headers=True),
+            raw_emitter(raw, "bench", headers=4),
             ledger.topic("e2e-raw-headers"),
             raw.flush,
         ),

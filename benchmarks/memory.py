@@ -69,7 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "queue.buffering.max.kbytes": room["kbytes"],
             },
         )
-        floor = raw_emitter(raw, "bench-memory-records", headers=args.variant == "raw_headers")
+        floor = raw_emitter(
+            raw, "bench-memory-records", headers=4 if args.variant == "raw_headers" else 0
+        )
 
         def emit() -> None:
             floor(TOPIC, "created", PAYLOAD, KEY)

@@ -7,7 +7,7 @@ working.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from ._ids import incoming_request_id
 from ._redact import Redactor
@@ -56,15 +56,27 @@ def request_fields(
     }
 
 
-def with_request_id(
-    headers: List[Tuple[str, str]], name: str, request_id: str
-) -> List[Tuple[str, str]]:
-    """Response ``headers`` with the request id echoed, unless the app set it."""
-    lowered = name.lower()
-    for key, _ in headers:
-        if key.lower() == lowered:
-            return headers
-    return [*headers, (name, request_id)]
+def scan_response_headers(
+    headers: Iterable[Tuple[str, str]], id_header_lower: str
+) -> Tuple[Optional[int], bool]:
+    """``(content_length, has_request_id)`` of a response's headers: the first
+    ``Content-Length`` as an int (``None`` if absent or not a number), and whether
+    the app set the request-id header itself (then it is not echoed).
+    """
+    length: Optional[int] = None
+    seen_length = has_id = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "content-length":
+            if not seen_length:
+                seen_length = True
+                try:
+                    length = int(value)
+                except ValueError:
+                    pass
+        elif lowered == id_header_lower:
+            has_id = True
+    return length, has_id
 
 
 def finish_request(

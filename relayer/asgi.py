@@ -34,7 +34,13 @@ from typing import (
     Union,
 )
 
-from ._http import HeaderGetter, finish_request, open_request, request_fields, with_request_id
+from ._http import (
+    HeaderGetter,
+    finish_request,
+    open_request,
+    request_fields,
+    scan_response_headers,
+)
 from ._relayer import Relayer
 from ._scope import Scope, enter, leave
 
@@ -138,18 +144,12 @@ class _Response:
         self.status = int(message["status"])
         raw = list(message.get("headers") or ())
         decoded = [(name.decode(_LATIN_1), value.decode(_LATIN_1)) for name, value in raw]
-        for name, value in decoded:
-            if name.lower() == "content-length":
-                try:
-                    self.content_length = int(value)
-                except ValueError:
-                    pass
-                break
-        echoed = with_request_id(decoded, header_name, unit.request_id)
-        if len(echoed) == len(decoded):
+        lowered = header_name.lower()
+        self.content_length, has_id = scan_response_headers(decoded, lowered)
+        if has_id:
             return message
-        added = [(k.lower().encode(_LATIN_1), v.encode(_LATIN_1)) for k, v in echoed[len(raw) :]]
-        return {**message, "headers": [*raw, *added]}
+        echoed = (lowered.encode(_LATIN_1), unit.request_id.encode(_LATIN_1))
+        return {**message, "headers": [*raw, echoed]}
 
     def length(self, scope: ASGIScope) -> Optional[int]:
         """The ``content_length`` of the record: the header, else the body

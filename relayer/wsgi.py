@@ -29,7 +29,7 @@ from typing import (
     Union,
 )
 
-from ._http import finish_request, open_request
+from ._http import finish_request, open_request, scan_response_headers
 from ._http import request_fields as _request_fields
 from ._redact import Redactor
 from ._relayer import Relayer
@@ -77,16 +77,8 @@ class RelayerMiddleware:
         id_header, id_header_lower = self._id_header, self._id_header_lower
 
         def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-            echo = True
-            length = None
-            for name, value in headers:
-                lowered = name.lower()
-                if lowered == "content-length":
-                    if length is None:
-                        length = _int_or_none(value)
-                elif lowered == id_header_lower:
-                    echo = False
-            if echo:
+            length, has_id = scan_response_headers(headers, id_header_lower)
+            if not has_id:
                 headers = [*headers, (id_header, scope.request_id)]
             sent[0] = status
             sent[1] = length
@@ -220,10 +212,3 @@ def _wsgi_str(value: str) -> str:
         return value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return value
-
-
-def _int_or_none(value: str) -> Optional[int]:
-    try:
-        return int(value)
-    except ValueError:
-        return None
