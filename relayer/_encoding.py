@@ -28,6 +28,22 @@ _dumps = orjson.dumps
 _NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 _TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
+#: The most characters a text field of a record keeps (query string, header
+#: values, error message): longer ones are clipped by :func:`clip`.
+FIELD_LIMIT = 8192
+#: The most characters a string log message keeps (see :func:`clip`).
+LINE_LIMIT = 65536
+
+
+def clip(text: str, limit: int = FIELD_LIMIT) -> str:
+    """``text`` if it has at most ``limit`` characters, else its first ``limit``
+    characters followed by a visible marker: ``"...[1048576 characters, clipped]"``
+    (the length is the original's).
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text)} characters, clipped]"
+
 
 def dumps(obj: Any, what: str = "message") -> bytes:
     """Encode ``obj`` as compact JSON bytes with orjson.
