@@ -1,12 +1,20 @@
 """relayer.flask.FlaskRelayer, through Flask's test client and RelayerPatch."""
 
+import gc
 import re
 import threading
+import weakref
 
 import pytest
 from flask import Flask, Response, stream_with_context
 
-from relayer import ConfigurationError, OutsideUnitOfWorkError, Relayer
+from relayer import (
+    ConfigurationError,
+    InvalidFieldError,
+    NonJSONSerializableMessageError,
+    OutsideUnitOfWorkError,
+    Relayer,
+)
 from relayer.flask import FlaskRelayer
 
 RECORD_FIELDS = [
@@ -276,9 +284,74 @@ class TestOutsideRequests:
         assert relayer_patch.messages("raw") == [[1]]
         assert records(relayer_patch)[0]["lines"][0]["payload"] == "startup"
 
-    def test_without_app_context_is_a_clear_error(self, app):
-        with pytest.raises(OutsideUnitOfWorkError, match="app context"):
-            relayer.emit("e", "s", 1)
+    def test_one_app_serves_calls_without_app_context(self, relayer_patch):
+        app = Flask(__name__)
+        ext = FlaskRelayer(app, "logs", "kafka:9092")
+        app.test_client().get("/")  # then, as after test-client calls or at shutdown:
+        ext.emit("e", "s", 1)
+        ext.emit_raw("raw", [1])
+        ext.log("info", "from a script")
+        ext.set("ignored", 1)
+        with ext.timer("ignored"):
+            pass
+        assert ext.flush(0) == 0
+        assert relayer_patch.mocked_producer.flushed is True
+        assert ext.stats()["produced"] == 4  # the 404's record and the three above
+        assert ext.instance is app.extensions["relayer"]
+        assert relayer_patch.messages("e")[0]["payload"] == 1
+        assert relayer_patch.messages("raw") == [[1]]
+        assert [r["lines"][0]["payload"] for r in records(relayer_patch, "logs")[1:]] == [
+            "from a script"
+        ]
+
+    def test_apps_are_remembered_weakly(self, relayer_patch):
+        ext = FlaskRelayer()
+        gone = Flask("gone")
+        ext.init_app(gone, "gone_logs", "kafka:9092")
+        gone_ref = weakref.ref(gone)
+        del gone
+        gc.collect()
+        assert gone_ref() is None
+        ext.init_app(Flask("kept"), "kept_logs", "kafka:9092")
+        ext.log("info", "to the live app")
+        assert records(relayer_patch, "kept_logs")[0]["lines"][0]["payload"] == "to the live app"
+
+    def test_several_apps_without_app_context_is_a_clear_error(self, relayer_patch):
+        ext = FlaskRelayer()
+        one, two = Flask("one"), Flask("two")
+        ext.init_app(one, "logs", "kafka:9092", topic_prefix="one_")
+        ext.init_app(two, "logs", "kafka:9092", topic_prefix="two_")
+        for call in (lambda: ext.emit("e", "s", 1), ext.flush, lambda: ext.instance):
+            with pytest.raises(OutsideUnitOfWorkError, match="2 apps.*'one', 'two'.*app_context"):
+                call()
+        with two.app_context():
+            ext.emit("e", "s", 2)
+            assert ext.instance is two.extensions["relayer"]
+        assert relayer_patch.messages("two_e")[0]["payload"] == 2
+        assert "one_e" not in relayer_patch.produced_messages
+
+    def test_never_initialised_without_app_context_is_a_clear_error(self):
+        with pytest.raises(OutsideUnitOfWorkError, match="init_app"):
+            FlaskRelayer().emit("e", "s", 1)
+
+    @pytest.mark.parametrize("apps", [0, 2])
+    def test_set_and_timer_do_nothing_even_without_a_relayer(self, relayer_patch, apps):
+        ext = FlaskRelayer()
+        for i in range(apps):
+            ext.init_app(Flask(f"app{i}"), "logs", "kafka:9092")
+        ext.set("field", {"a": 1})
+        with pytest.raises(InvalidFieldError, match="status"):
+            ext.set("status", 1)
+        with pytest.raises(NonJSONSerializableMessageError):
+            ext.set("field", object())
+
+        @ext.timer("decorated")
+        def work():
+            return "done"
+
+        with ext.timer("block"):
+            assert work() == "done"
+        assert relayer_patch.produced_messages == {}
 
 
 def test_secrets_never_reach_the_record(client, relayer_patch):

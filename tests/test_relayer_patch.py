@@ -91,3 +91,42 @@ def test_mocked_producer_helpers():
     assert producer.messages("missing") == []
     producer.clear()
     assert producer.produced_messages == {}
+
+
+def test_topic_with_nothing_produced_reads_as_empty():
+    with RelayerPatch() as patch:
+        Relayer("logs", "kafka:9092").emit("e", "s", 1)
+        assert patch.mocked_producer.produced_messages["nothing"] == []
+        assert patch.mocked_producer.produced_headers["nothing"] == []
+        assert len(patch.mocked_producer.produced_headers["e"]) == 1
+
+
+def test_each_start_begins_with_an_empty_record():
+    relayer = Relayer("logs", "kafka:9092")
+    patch = RelayerPatch()
+    patch.start()
+    relayer.emit("e", "s", "first")
+    relayer.flush(0)
+    patch.stop()
+    patch.start()
+    try:
+        assert patch.produced_messages == {}
+        assert patch.mocked_producer.produced_headers == {}
+        assert patch.mocked_producer.flushed is False
+        relayer.emit("e", "s", "second")
+        assert [m["payload"] for m in patch.messages("e")] == ["second"]
+    finally:
+        patch.stop()
+
+
+def test_flushed_once_a_relayer_flushed():
+    with RelayerPatch() as patch:
+        relayer = Relayer("logs", "kafka:9092")
+        relayer.emit("e", "s", 1)
+        assert patch.mocked_producer.flushed is False
+        assert relayer.flush(0) == 0
+        assert patch.mocked_producer.flushed is True
+    patch.mocked_producer.clear()
+    assert patch.mocked_producer.flushed is False
+    relayer.flush(0)  # after stop() the patch's record no longer changes
+    assert patch.mocked_producer.flushed is False

@@ -11,8 +11,11 @@
 
 ``init_app`` wraps ``app.wsgi_app`` in :class:`relayer.wsgi.RelayerMiddleware`
 and keeps the app's :class:`~relayer.Relayer` in ``app.extensions["relayer"]``;
-the extension object itself holds no app, so one object serves any number
-of apps (the application-factory pattern).
+the extension object remembers its apps only weakly (an app can be garbage
+collected), so one object serves any number of apps (the application-factory
+pattern). Outside a request and outside an app context it acts on the
+relayer of its one live app, as the original did (``relayer.flush()`` at
+shutdown, ``emit`` from a script); with several, use ``app.app_context()``.
 
 Settings not passed to ``init_app`` are read once from ``app.config``:
 ``KAFKA_HOSTS`` (as in the original README) or ``RELAYER_KAFKA_HOSTS``,
@@ -27,12 +30,14 @@ and ``RELAYER_KAFKA_HEADERS``.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterable, Optional, Tuple, Union
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 
+from .._record import encoded_field
 from .._relayer import LogMessage, Relayer, RelayerFacade, _fast_log
-from .._scope import Scope, current_scope
+from .._scope import Scope, Timer, current_scope
 from ..exceptions import ConfigurationError, OutsideUnitOfWorkError
 from ..wsgi import RelayerMiddleware
 
@@ -70,7 +75,13 @@ class FlaskRelayer(RelayerFacade):
     :param kwargs: any other :class:`~relayer.Relayer` keyword.
 
     ``emit``, ``emit_raw``, ``log``, ``flush``, ``stats`` and ``instance``
-    act on the relayer of the app of the current request (or app context).
+    act on the relayer of the app of the current request (or app context);
+    outside both, on that of the one live app it was initialised on.
+    ``set`` and ``timer`` act on the current request's record; outside a
+    request there is none, and they do nothing.
+
+    :raises OutsideUnitOfWorkError: outside a request and outside an app
+        context, when the extension serves no live app or several.
     """
 
     def __init__(
@@ -80,6 +91,7 @@ class FlaskRelayer(RelayerFacade):
         kafka_hosts: Union[str, Iterable[str], None] = None,
         **kwargs: Any,
     ) -> None:
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
             self.init_app(app, logging_topic, kafka_hosts, **kwargs)
 
@@ -122,6 +134,19 @@ class FlaskRelayer(RelayerFacade):
         relayer = Relayer(logging_topic, kafka_hosts, **kwargs)
         app.wsgi_app = RelayerMiddleware(app.wsgi_app, relayer=relayer)  # type: ignore[method-assign]
         app.extensions[EXTENSION_KEY] = relayer
+        self._apps.add(app)
+
+    def set(self, key: str, value: Any) -> None:
+        """:meth:`relayer.Relayer.set` (outside a request: checked, then nothing)."""
+        scope = current_scope()
+        if scope is None:
+            encoded_field(key, value)  # raises as Relayer.set does
+        else:
+            scope.relayer._set(scope, key, value)
+
+    def timer(self, name: str) -> Timer:
+        """:meth:`relayer.Relayer.timer` (outside a request it measures nothing)."""
+        return Timer(name, current_scope)
 
     def log(self, log_level: str, message: LogMessage) -> None:
         """:meth:`relayer.Relayer.log` on the current app's relayer."""
@@ -136,15 +161,27 @@ class FlaskRelayer(RelayerFacade):
         return (scope.relayer if scope is not None else self._app_relayer()), scope
 
     def _app_relayer(self) -> Relayer:
+        if has_app_context():
+            app: Flask = current_app
+        else:
+            apps = sorted(self._apps, key=lambda a: a.name)
+            outside = "FlaskRelayer was used outside a request and outside an app context"
+            if not apps:
+                raise OutsideUnitOfWorkError(
+                    f"{outside}, and no live app was initialised with it: call "
+                    "relayer.init_app(app, ...) first"
+                )
+            if len(apps) > 1:
+                names = ", ".join(repr(a.name) for a in apps)
+                raise OutsideUnitOfWorkError(
+                    f"{outside}, and it serves {len(apps)} apps ({names}): say which "
+                    "with 'with app.app_context():'"
+                )
+            app = apps[0]
         try:
-            return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
-        except RuntimeError:
-            raise OutsideUnitOfWorkError(
-                "FlaskRelayer was used outside a request and outside an app "
-                "context: use it in a view, or within 'with app.app_context():'"
-            ) from None
+            return app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
         except KeyError:
             raise ConfigurationError(
-                f"relayer is not initialised on app {current_app.name!r}: "
+                f"relayer is not initialised on app {app.name!r}: "
                 "call relayer.init_app(app, ...) first"
             ) from None

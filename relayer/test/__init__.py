@@ -11,15 +11,19 @@
 While a patch is active no relayer connects to Kafka, whether it was built
 before or after the patch started; ``patch.mocked_producer.produced_messages``
 maps each topic to the ``(message, partition_key)`` tuples that would have
-been produced, as JSON bytes and key bytes; ``stats()`` counts them as
-produced and delivered. With pytest, the ``relayer_patch`` fixture gives an
+been produced, as JSON bytes and key bytes (a ``defaultdict(list)``, as in
+the original: a topic nothing went to reads as ``[]``), and
+``mocked_producer.flushed`` turns ``True`` once a relayer flushed.
+``stats()`` counts the messages as produced and delivered. Each ``start()``
+begins a new record. With pytest, the ``relayer_patch`` fixture gives an
 active patch.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, DefaultDict, Dict, List, Optional, Tuple, Type, Union
 from unittest import mock
 
 import orjson
@@ -36,10 +40,13 @@ class MockedProducer:
 
     def __init__(self) -> None:
         #: topic → list of ``(message, partition_key)``: the JSON bytes and
-        #: the key bytes (``None`` when there is no key).
-        self.produced_messages: Dict[str, List[Produced]] = {}
+        #: the key bytes (``None`` when there is no key); ``[]`` for a topic
+        #: nothing was produced to.
+        self.produced_messages: DefaultDict[str, List[Produced]] = defaultdict(list)
         #: topic → the Kafka headers of each message, in the same order.
-        self.produced_headers: Dict[str, List[Dict[str, str]]] = {}
+        self.produced_headers: DefaultDict[str, List[Dict[str, str]]] = defaultdict(list)
+        #: Whether a relayer flushed while the patch was active.
+        self.flushed = False
 
     def produce(
         self,
@@ -50,10 +57,15 @@ class MockedProducer:
     ) -> None:
         """Record one message instead of producing it (a ``str`` key as its UTF-8 bytes)."""
         encoded = key.encode() if isinstance(key, str) else key
-        self.produced_messages.setdefault(topic, []).append((value, encoded))
-        self.produced_headers.setdefault(topic, []).append(
+        self.produced_messages[topic].append((value, encoded))
+        self.produced_headers[topic].append(
             {name: v.decode() if isinstance(v, bytes) else str(v) for name, v in headers or ()}
         )
+
+    def flush(self, timeout: Optional[float] = None) -> int:
+        """Note that a relayer flushed (:attr:`flushed`); return 0, as nothing is pending."""
+        self.flushed = True
+        return 0
 
     def messages(self, topic: str) -> List[Any]:
         """The decoded JSON messages of ``topic`` (full name, with prefix and
@@ -70,9 +82,10 @@ class MockedProducer:
         return [key for _, key in self.produced_messages.get(topic, ())]
 
     def clear(self) -> None:
-        """Forget every recorded message."""
+        """Forget every recorded message, and that a relayer flushed."""
         self.produced_messages.clear()
         self.produced_headers.clear()
+        self.flushed = False
 
 
 class RelayerPatch:
@@ -80,18 +93,22 @@ class RelayerPatch:
 
     Use ``start()``/``stop()``, or ``with RelayerPatch() as patch:``, or the
     ``relayer_patch`` pytest fixture. ``stop()`` always restores the real
-    producer, and a patch can be started again after it.
+    producer, and a patch can be started again after it: each ``start()``
+    gives it a new, empty :attr:`mocked_producer` (as the original did).
     """
 
     def __init__(self) -> None:
+        #: What the patch recorded since it last started.
         self.mocked_producer = MockedProducer()
         self._patches: List[Any] = []  # started mock patchers
 
     def start(self) -> RelayerPatch:
-        """Start recording instead of producing; return ``self``."""
+        """Start recording, in a new :attr:`mocked_producer`, instead of
+        producing; return ``self`` (a patch already active is left as it is).
+        """
         if self._patches:
             return self
-        recorder = self.mocked_producer
+        recorder = self.mocked_producer = MockedProducer()
 
         def send(
             _producer: DeliveryProducer,
@@ -106,6 +123,9 @@ class RelayerPatch:
         ) -> None:
             recorder.produce(topic, value, key, headers)
 
+        def flush(_producer: DeliveryProducer, timeout: Optional[float] = None) -> int:
+            return recorder.flush(timeout)
+
         def nothing_pending(_producer: DeliveryProducer, *args: Any) -> int:
             return 0
 
@@ -114,7 +134,7 @@ class RelayerPatch:
         # have one go back to ``_send_first`` on start and on stop.
         patches: List[Any] = [
             mock.patch.object(DeliveryProducer, "_send_first", send),
-            mock.patch.object(DeliveryProducer, "flush", nothing_pending),
+            mock.patch.object(DeliveryProducer, "flush", flush),
             mock.patch.object(DeliveryProducer, "pending", nothing_pending),
         ]
         try:
@@ -146,7 +166,7 @@ class RelayerPatch:
         self.stop()
 
     @property
-    def produced_messages(self) -> Dict[str, List[Produced]]:
+    def produced_messages(self) -> DefaultDict[str, List[Produced]]:
         """Shortcut for ``mocked_producer.produced_messages``."""
         return self.mocked_producer.produced_messages
 
