@@ -2,13 +2,18 @@
 part of a record, request ids in and out, and how a request ends.
 
 Field names are the original relayer's, so that consumers built for it keep
-working.
+working. The request's text fields are clipped to
+:data:`~relayer._encoding.FIELD_LIMIT` characters (see
+:func:`~relayer._encoding.clip`), the same way for every middleware: a huge
+query string or header (uvicorn, or gunicorn with ``--limit-request-line 0``,
+let them through) shrinks instead of making the record too large for Kafka.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
+from ._encoding import FIELD_LIMIT, clip
 from ._ids import incoming_request_id
 from ._redact import Redactor
 from ._relayer import Relayer
@@ -41,16 +46,30 @@ def request_fields(
     No header is recorded but ``User-Agent``, ``X-Real-IP`` (as
     ``remote_addr``, before the peer address) and ``X-Forwarded-For``: never
     ``Authorization`` or ``Cookie``. Query-string parameters whose names look
-    secret are masked by ``redactor``.
+    secret are masked by ``redactor``. Path, query string and header values
+    longer than ``FIELD_LIMIT`` characters are clipped, the query string after
+    it is masked (so that a mask is never cut).
     """
-    if redactor is not None and query_string:
-        query_string = redactor.query_string(query_string)
+    if query_string:
+        if redactor is not None:
+            query_string = redactor.query_string(query_string)
+        if len(query_string) > FIELD_LIMIT:
+            query_string = clip(query_string)
+    if len(path) > FIELD_LIMIT:
+        path = clip(path)
+    if user_agent and len(user_agent) > FIELD_LIMIT:
+        user_agent = clip(user_agent)
+    remote_addr = real_ip or peer
+    if remote_addr and len(remote_addr) > FIELD_LIMIT:
+        remote_addr = clip(remote_addr)
+    if forwarded_for and len(forwarded_for) > FIELD_LIMIT:
+        forwarded_for = clip(forwarded_for)
     return {
         "user_agent": user_agent,
         "method": method,
         "path": path,
         "query_string": query_string,
-        "remote_addr": real_ip or peer,
+        "remote_addr": remote_addr,
         "x_forwarded_for": forwarded_for,
         "request_id": request_id,
     }

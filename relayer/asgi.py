@@ -17,6 +17,19 @@ been sent (Starlette's ``BackgroundTasks``), so that their lines are in it
 too. The body is passed through message by message, never buffered: lines
 logged while a response streams are in the record. ``lifespan`` and
 ``websocket`` scopes pass through.
+
+Text is recorded as the WSGI middleware records it, so that the same raw
+request (the same request-target and header bytes) gives the same record:
+
+- the path is the scope's ``path``, which the server has percent-decoded and
+  decoded as UTF-8 with invalid bytes replaced by U+FFFD (uvicorn, hypercorn
+  and daphne use ``urllib.parse.unquote``), as WSGI's ``PATH_INFO`` is
+  percent-decoded before the WSGI middleware decodes it the same way: the raw
+  path ``/a%ffb`` is recorded as ``/a\ufffdb`` by both. ``raw_path`` is not
+  used: it is still percent-encoded, optional, and not every server puts
+  ``root_path`` in it;
+- the query string (not percent-decoded, in WSGI either) and header values
+  are bytes, decoded as UTF-8 with invalid bytes replaced by U+FFFD.
 """
 
 from __future__ import annotations
@@ -102,7 +115,7 @@ class RelayerMiddleware:
                 request_id=unit.request_id,
                 method=scope.get("method"),
                 path=path,
-                query_string=_text(scope.get("query_string", b"")),
+                query_string=scope.get("query_string", b"").decode("utf-8", "replace"),
                 user_agent=header("user-agent"),
                 real_ip=header("x-real-ip"),
                 forwarded_for=header("x-forwarded-for"),
@@ -164,23 +177,16 @@ class _Response:
 
 
 def _header_getter(headers: Iterable[Tuple[bytes, bytes]]) -> HeaderGetter:
-    """A lookup of request headers by lowercase name; repeated ones are joined by ``", "``."""
-    found: Dict[str, List[str]] = {}
+    """A lookup of request headers by lowercase name; repeated ones are joined
+    by ``", "``. Only the values looked up are decoded: as UTF-8, invalid bytes
+    replaced with U+FFFD.
+    """
+    found: Dict[str, List[bytes]] = {}
     for name, value in headers:
-        found.setdefault(name.decode(_LATIN_1).lower(), []).append(_text(value))
+        found.setdefault(name.decode(_LATIN_1).lower(), []).append(value)
 
     def header(name: str) -> Optional[str]:
         values = found.get(name)
-        return None if values is None else ", ".join(values)
+        return None if values is None else b", ".join(values).decode("utf-8", "replace")
 
     return header
-
-
-def _text(raw: bytes) -> str:
-    """Header or query bytes as text: UTF-8 when valid, else latin-1 (as the
-    WSGI middleware reads them, so that both write the same record).
-    """
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return raw.decode(_LATIN_1)

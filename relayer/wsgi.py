@@ -13,6 +13,13 @@ record goes to the logging topic when the request ends:
 A response counts as streamed unless its body is a list or tuple, it has a
 ``Content-Length`` header, or it can have no body (``HEAD``, 1xx, 204, 304):
 a body of known length is already built, so nothing more runs for it.
+
+Text is recorded as the ASGI middleware records it, so that the same request
+gives the same record under either: PEP 3333 hands the path (percent-decoded),
+the query string and header values over as latin-1 ``str``, one character a
+byte; they are turned back into those bytes and decoded as UTF-8, invalid
+bytes replaced with U+FFFD (``/a%ffb`` is recorded as ``/a\ufffdb``). ASCII
+text, most requests, is used as it is.
 """
 
 from __future__ import annotations
@@ -207,8 +214,11 @@ def _text(value: Optional[str]) -> Optional[str]:
 
 
 def _wsgi_str(value: str) -> str:
-    """Undo WSGI's latin-1 decoding of a UTF-8 path, query string or header."""
+    """Undo WSGI's latin-1 decoding of a path, query string or header: its bytes
+    as UTF-8, invalid ones replaced with U+FFFD.
+    """
     try:
-        return value.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return value
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:  # not a PEP 3333 str: text already (lone surrogates are replaced)
+        raw = value.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")

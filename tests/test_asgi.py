@@ -8,6 +8,7 @@ import pytest
 
 import relayer as relayer_module
 from relayer import Relayer, RelayerLogHandler
+from relayer._encoding import FIELD_LIMIT
 from relayer._scope import enter, leave
 from relayer.asgi import RelayerMiddleware
 from tests.schemas import validate
@@ -162,7 +163,54 @@ def test_utf8_path_query_and_headers_decoded_as_wsgi_does(relayer_patch):
     [record] = relayer_patch.messages("logs")
     assert record["path"] == "/café" and record["query_string"] == "q=café"
     assert record["user_agent"] == "agent é"
-    assert record["remote_addr"] == "\xff\xfe"  # not UTF-8: latin-1, never an error
+    assert record["remote_addr"] == "\ufffd\ufffd"  # not UTF-8: replaced, never an error
+
+
+def test_invalid_utf8_in_query_and_headers_is_replaced(relayer_patch):
+    scope = http_scope(path="/a\ufffdb", query=b"q=caf\xc3\xa9&r=\xff&s=%ff")
+    scope["raw_path"] = b"/a%ffb"  # the server decoded path, as the ASGI spec says
+    scope["headers"] = [
+        (b"user-agent", b"agent \xe2\x82"),
+        (b"x-forwarded-for", b"10.0.0.1, \xff"),
+        (b"x-forwarded-for", "café".encode()),
+    ]
+    run(text_app(), scope)
+    [record] = relayer_patch.messages("logs")
+    assert record["path"] == "/a\ufffdb"
+    assert record["query_string"] == "q=café&r=\ufffd&s=%ff"
+    assert record["user_agent"] == "agent \ufffd"
+    assert record["x_forwarded_for"] == "10.0.0.1, \ufffd, café"
+
+
+MEGABYTE = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("where", "name", "field", "value"),
+    [
+        ("query", None, "query_string", "q=" + "x" * MEGABYTE),
+        ("query", None, "query_string", "q=" + "é" * MEGABYTE),
+        ("header", b"x-forwarded-for", "x_forwarded_for", "10.0.0.1, " * (MEGABYTE // 10)),
+        ("path", None, "path", "/" + "p" * MEGABYTE),
+        ("header", b"user-agent", "user_agent", "a" * MEGABYTE),
+        ("header", b"x-real-ip", "remote_addr", "1" * MEGABYTE),
+    ],
+)
+def test_an_oversized_field_is_clipped_and_the_record_kept(
+    relayer_patch, where, name, field, value
+):
+    scope = http_scope()
+    if where == "query":
+        scope["query_string"] = value.encode()
+    elif where == "path":
+        scope["path"], scope["raw_path"] = value, value.encode()
+    else:
+        scope["headers"] = [(name, value.encode())]
+    run(text_app(), scope)
+    [(raw, _)] = relayer_patch.produced_messages["logs"]
+    assert len(raw) < 1_000_000  # Kafka's default message.max.bytes
+    [record] = relayer_patch.messages("logs")
+    assert record[field] == value[:FIELD_LIMIT] + f"...[{len(value)} characters, clipped]"
 
 
 def test_repeated_headers_are_joined(relayer_patch):

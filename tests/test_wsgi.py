@@ -4,6 +4,7 @@ import pytest
 from werkzeug.test import Client
 
 from relayer import Relayer
+from relayer._encoding import FIELD_LIMIT
 from relayer.wsgi import RelayerMiddleware, request_fields
 
 
@@ -100,3 +101,50 @@ def test_a_stream_that_raises_is_kept_when_sampling(relayer_patch):
         list(body)
     [record] = relayer_patch.messages("logs")
     assert record["status"] == 200 and record["content_length"] == 1
+
+
+def test_request_fields_replace_invalid_utf8():
+    environ = {
+        "PATH_INFO": "/a\xffb",  # the raw path /a%ffb, percent-decoded, as latin-1 (PEP 3333)
+        "QUERY_STRING": "q=caf\xc3\xa9&r=\xff",
+        "HTTP_USER_AGENT": "agent \xe2\x82",
+        "HTTP_X_REAL_IP": "\xff\xfe",
+        "HTTP_X_FORWARDED_FOR": "caf\xc3\xa9",
+    }
+    fields = request_fields(environ)
+    assert fields["path"] == "/a\ufffdb"
+    assert fields["query_string"] == "q=café&r=\ufffd"
+    assert fields["user_agent"] == "agent \ufffd"
+    assert fields["remote_addr"] == "\ufffd\ufffd"
+    assert fields["x_forwarded_for"] == "café"
+
+
+def test_request_fields_of_a_server_that_gives_text_not_latin1():
+    environ = {"PATH_INFO": "/€", "HTTP_USER_AGENT": "€ \udcff"}  # not PEP 3333 strs
+    fields = request_fields(environ)
+    assert fields["path"] == "/€"
+    assert fields["user_agent"] == "€ \ufffd\ufffd\ufffd"  # a lone surrogate cannot go in JSON
+
+
+MEGABYTE = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value"),
+    [
+        ("QUERY_STRING", "query_string", "q=" + "x" * MEGABYTE),
+        ("QUERY_STRING", "query_string", "q=" + "\xc3\xa9" * MEGABYTE),  # é, as PEP 3333 gives it
+        ("HTTP_X_FORWARDED_FOR", "x_forwarded_for", "10.0.0.1, " * (MEGABYTE // 10)),
+        ("PATH_INFO", "path", "/" + "p" * MEGABYTE),
+        ("HTTP_USER_AGENT", "user_agent", "a" * MEGABYTE),
+        ("HTTP_X_REAL_IP", "remote_addr", "1" * MEGABYTE),
+    ],
+)
+def test_an_oversized_field_is_clipped_and_the_record_kept(relayer_patch, key, field, value):
+    middleware = wrap(plain_app)
+    middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/", key: value}, lambda s, h, e=None: None)
+    [(raw, _)] = relayer_patch.produced_messages["logs"]
+    assert len(raw) < 1_000_000  # Kafka's default message.max.bytes
+    [record] = relayer_patch.messages("logs")
+    text = value.encode("latin-1").decode()
+    assert record[field] == text[:FIELD_LIMIT] + f"...[{len(text)} characters, clipped]"
