@@ -45,6 +45,43 @@ def clip(text: str, limit: int = FIELD_LIMIT) -> str:
     return f"{text[:limit]}...[{len(text)} characters, clipped]"
 
 
+def describe(obj: object, limit: int = 200) -> str:
+    """``repr(obj)`` for an error message, at most ``limit`` characters; an
+    object whose ``repr`` raises is named by its type instead.
+    """
+    try:
+        text = repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__} object>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def valid_text(text: str) -> bool:
+    """Whether JSON (UTF-8) can carry ``text``: no lone surrogates."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def error_text(error: BaseException) -> str:
+    """``"TypeName: message"`` for a record's ``error`` field, never raising:
+    the type name alone stands in for a message whose ``str()`` raises, lone
+    surrogates are escaped, and a long message is clipped (:func:`clip`).
+    """
+    name = type(error).__name__
+    try:
+        text = f"{name}: {error}"
+    except Exception:
+        return name
+    if not valid_text(text):
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return clip(text)
+
+
 def dumps(obj: Any, what: str = "message") -> bytes:
     """Encode ``obj`` as compact JSON bytes with orjson.
 
@@ -83,16 +120,26 @@ def encode_key(key: PartitionKey) -> Optional[bytes]:
             return key.encode()  # type: ignore[union-attr]
         except UnicodeEncodeError as exc:
             raise InvalidPartitionKeyError(
-                f"partition key {key!r} cannot be encoded as UTF-8: {exc}"
+                f"partition key {describe(key)} cannot be encoded as UTF-8: {exc}"
             ) from exc
     if cls is bytes or key is None:
         return key  # type: ignore[return-value]
-    if isinstance(key, uuid.UUID):
-        return key.bytes
-    if isinstance(key, (str, bytes)):  # subclasses
-        return encode_key(str(key) if isinstance(key, str) else bytes(key))
+    try:
+        if isinstance(key, uuid.UUID):
+            return key.bytes
+        if isinstance(key, str):  # a subclass: its own str(), which may raise, is not asked
+            return encode_key(str.__str__(key))
+        if isinstance(key, bytes):
+            return b"" + key
+    except InvalidPartitionKeyError:
+        raise
+    except Exception as exc:  # a subclass whose methods raise
+        raise InvalidPartitionKeyError(
+            f"partition key {describe(key)} cannot be encoded: {exc!r}"
+        ) from exc
     raise UnsupportedPartitionKeyTypeError(
-        f"partition key must be a str, bytes, uuid.UUID or None, not {type(key).__name__} ({key!r})"
+        "partition key must be a str, bytes, uuid.UUID or None, not "
+        f"{type(key).__name__} ({describe(key)})"
     )
 
 
@@ -103,7 +150,9 @@ def topic_name(prefix: str, name: object, suffix: str) -> str:
         one Kafka would reject.
     """
     if not isinstance(name, str) or not name:
-        raise InvalidTopicError(f"a topic or event type must be a non-empty str, not {name!r}")
+        raise InvalidTopicError(
+            f"a topic or event type must be a non-empty str, not {describe(name)}"
+        )
     topic = prefix + name + suffix
     if not _TOPIC_RE.fullmatch(topic) or topic in (".", ".."):
         raise InvalidTopicError(

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Union
 
-from ._scope import current_scope
+from ._encoding import LINE_LIMIT, clip, valid_text
+from ._scope import LINE_OVERHEAD, current_scope
 
 __all__ = ["RelayerLogHandler", "capture_logging"]
 
@@ -38,23 +39,24 @@ class RelayerLogHandler(logging.Handler):
             return
         try:
             message = _json_safe(record.getMessage())
-            extra: Dict[str, Any] = {"logger": name}
+            level = _json_safe(record.levelname.lower())
+            extra: Dict[str, Any] = {"logger": _json_safe(name)}
+            size = len(message) + len(level) + len(name) + LINE_OVERHEAD
             if record.exc_info:
                 extra["exc_info"] = _json_safe(self._formatter.formatException(record.exc_info))
-            scope.lines.append((record.levelname.lower(), message, record.created, extra))
+                size += len(extra["exc_info"])
+            scope.add((level, message, record.created, extra), size)
         except Exception:
             self.handleError(record)
 
 
 def _json_safe(text: str) -> str:
-    """``text``, with what JSON cannot carry (lone surrogates) escaped."""
-    if text.isascii():
-        return text
-    try:
-        text.encode()
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
+    """``text``, with what JSON cannot carry (lone surrogates) escaped, and
+    clipped to :data:`~relayer._encoding.LINE_LIMIT` characters.
+    """
+    if not valid_text(text):
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return clip(text, LINE_LIMIT)
 
 
 _handler = RelayerLogHandler()

@@ -13,8 +13,9 @@ down, and so that every message is accounted for:
   failed deliveries are counted by reason; both are reported on the
   ``relayer`` logger, the first at once, then at most once per
   ``report_interval``;
-- :meth:`close` flushes with a bounded wait and reports what was lost; an
-  ``atexit`` hook closes every live producer.
+- :meth:`close` flushes with a bounded wait and reports what it gave up on
+  (lost, or sent but not confirmed); an ``atexit`` hook closes every live
+  producer.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Uni
 
 import confluent_kafka
 
+from . import _settings
 from ._redact import redacted_config
 from .exceptions import ConfigurationError
 
@@ -82,6 +84,11 @@ class _LibrdkafkaLog:
 
 _librdkafka_logger = logging.getLogger("relayer.librdkafka")
 
+#: How long :meth:`DeliveryProducer.close` waits, after purging, for the
+#: reports of the purged messages (librdkafka queues those of the messages
+#: in flight a moment later; it takes well under a millisecond).
+_PURGE_WAIT = 0.5
+
 
 class _Accounts:
     """Counters shared with librdkafka's callbacks (kept apart from the
@@ -90,21 +97,30 @@ class _Accounts:
 
     def __init__(self, on_delivery_error: Optional[DeliveryErrorCallback]) -> None:
         self.lock = threading.Lock()
-        #: One tick per message handed to ``produce``. ``next()`` on an
-        #: ``itertools.count`` is atomic, so the hot path takes no lock.
+        #: One tick per message librdkafka took (or that was dropped).
+        #: ``next()`` on an ``itertools.count`` is atomic, so the hot path
+        #: takes no lock.
         self.calls = itertools.count()
         self.failed = 0
         self.dropped = 0
+        #: Of the failed: purged while in flight (sent, not acknowledged).
+        self.purged_in_flight = 0
+        #: Set once close() has counted what it gave up on: later reports
+        #: (if librdkafka served any while being destroyed) are not counted twice.
+        self.closed = False
         self.unreported: Counter[str] = Counter()
+        self.logged: Set[str] = set()  # reasons of unexpected errors already logged
         self.on_delivery_error = on_delivery_error
 
     def on_delivery(self, err: Optional[confluent_kafka.KafkaError], msg: Any) -> None:
         # librdkafka reports failures only (delivery.report.only.error): a
         # Python call per delivered message would halve the throughput.
-        if err is None:
+        if err is None or self.closed:
             return
         with self.lock:
             self.failed += 1
+            if err.code() == confluent_kafka.KafkaError._PURGE_INFLIGHT:
+                self.purged_in_flight += 1
             self.unreported[f"failed ({err.str()})"] += 1
         callback = self.on_delivery_error
         if callback is not None:
@@ -135,12 +151,34 @@ class _Accounts:
         return both
 
     def drop(self, reason: str) -> None:
+        """Count one message as produced and dropped (together: stats() never
+        sees one without the other).
+        """
         with self.lock:
+            next(self.calls)
             self.dropped += 1
             self.unreported[f"dropped ({reason})"] += 1
 
+    def unexpected(self, exc: Exception) -> None:
+        """Count as dropped a message whose ``send`` raised something other
+        than BufferError or KafkaException; log the first of each kind.
+        """
+        reason = f"send raised {type(exc).__name__}"
+        with self.lock:
+            first = reason not in self.logged
+            self.logged.add(reason)
+        self.drop(reason)
+        if first:
+            logger.error(
+                "relayer: producing a message raised %r: it is dropped and counted "
+                "(as are the next ones that raise %s; they are not logged again)",
+                exc,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+
     def produced(self) -> int:
-        """How many messages were handed to ``produce`` so far."""
+        """How many messages librdkafka took or were dropped so far."""
         # An itertools.count shows its next value only through its repr.
         return int(repr(self.calls)[6:-1])
 
@@ -176,11 +214,13 @@ class DeliveryProducer:
                     "itself; pass on_delivery_error= to hear about failures"
                 )
         self._user_error_cb = config.pop("error_cb", None)
-        _validate(config)
-        if when_full not in ("drop", "block"):
-            raise ConfigurationError(f"when_full must be 'drop' or 'block', not {when_full!r}")
-        if block_timeout < 0:
-            raise ConfigurationError(f"block_timeout must be >= 0, not {block_timeout!r}")
+        when_full = _settings.choice("when_full", when_full, ("drop", "block"))
+        shutdown_timeout = _settings.seconds("shutdown_timeout", shutdown_timeout)
+        block_timeout = _settings.seconds("block_timeout", block_timeout)
+        report_interval = _settings.seconds("report_interval", report_interval)
+        on_delivery_error = _settings.callback("on_delivery_error", on_delivery_error)
+        _settings.buffer_bounds(config)
+        _validate(config, report_interval)
         self._config = config
         #: The librdkafka settings in force (with librdkafka's own defaults
         #: for message.max.bytes filled in).
@@ -199,10 +239,11 @@ class DeliveryProducer:
         self._stop = threading.Event()
         self._poller: Optional[threading.Thread] = None
         self._accounts = _Accounts(self._on_delivery_error)
-        #: Counts one message handed to ``send`` (atomic: no lock needed).
+        #: Counts one message ``send`` queued (atomic: no lock needed).
         self.count: Callable[[], int] = self._accounts.calls.__next__
         #: ``produce`` of this process's librdkafka handle once it is built;
-        #: until then, a stand-in that builds it (and drops, once closed).
+        #: until then, a stand-in that builds it (and, once closed, raises
+        #: KafkaException so that the message is dropped).
         self.send: Callable[..., None] = self._send_first
         self._closed = False
         self._unusable = ""  # why librdkafka refused to start, if it did
@@ -216,22 +257,34 @@ class DeliveryProducer:
         key: Union[str, bytes, None] = None,
         headers: Optional[Headers] = None,
     ) -> None:
-        """Queue one message; never blocks, never raises for Kafka's sake.
+        """Queue one message; never blocks, never raises.
 
-        A message that cannot be queued (buffer full, producer closed) is
-        dropped and counted. A ``str`` key must be valid Unicode (librdkafka
-        gets it as UTF-8).
+        A message that cannot be queued (buffer full, producer closed, or
+        ``send`` raised anything else, such as a TypeError for a bad header)
+        is dropped and counted. A ``str`` key must be valid Unicode
+        (librdkafka gets it as UTF-8).
         """
-        self.count()
         try:
             self.send(topic, value, key, -1, None, None, 0, headers)
-        except (BufferError, confluent_kafka.KafkaException) as exc:
+        except Exception as exc:
             self.refused(exc, topic, value, key, headers)
+        else:
+            self.count()
 
     # The hot path of ``produce`` for callers that inline it (Relayer.emit):
-    # ``count()``, then ``send(topic, value, key, -1, None, None, 0, headers)``
-    # (positional: a keyword argument costs confluent-kafka 0.5 µs), and on
-    # BufferError or KafkaException, ``refused(...)``.
+    #
+    #     try:
+    #         producer.send(topic, value, key, -1, None, None, 0, headers)
+    #     except Exception as exc:
+    #         producer.refused(exc, topic, value, key, headers)
+    #     else:
+    #         producer.count()
+    #
+    # ``send`` is positional (a keyword argument costs confluent-kafka
+    # 0.5 µs). ``count()`` comes after ``send``, and only when it returned:
+    # a message is counted once librdkafka has it, so that stats() never
+    # takes one that is not queued yet for delivered; ``refused`` counts
+    # the others itself (queued after a wait, or dropped).
 
     def refused(
         self,
@@ -241,26 +294,39 @@ class DeliveryProducer:
         key: Union[str, bytes, None],
         headers: Optional[Headers],
     ) -> None:
-        """What ``produce`` does when librdkafka refused a message: wait for
-        room (``when_full="block"``) or drop it, and count it.
+        """What ``produce`` does when ``send`` raised ``exc``: wait for room
+        (BufferError with ``when_full="block"``) or drop the message; either
+        way, count it. Never raises.
         """
         if isinstance(exc, BufferError):
             if self.when_full == "block":
                 self._produce_when_room(topic, value, key, headers)
             else:
                 self._accounts.drop("buffer full")
+        elif isinstance(exc, confluent_kafka.KafkaException):
+            self._accounts.drop(_reason(exc))
         else:
-            self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
+            self._accounts.unexpected(exc)
+
+    def lost(self, reason: str) -> None:
+        """Count one message as produced and dropped for ``reason`` (for a
+        message that could not even be built, such as a record that could
+        not be encoded); it is reported like every drop.
+        """
+        self._accounts.drop(reason)
 
     def _send_first(self, topic: str, value: bytes, key: Any, *args: Any) -> None:
         """``send`` until this process has a handle: build it, then produce;
-        once closed, drop.
+        once closed (or if librdkafka cannot start), raise KafkaException,
+        which ``refused`` counts as a drop.
         """
         rdk = self._build()
         if rdk is None:
-            self._accounts.drop(self._unusable or "producer closed")
-        else:
-            rdk.produce(topic, value, key, *args)
+            reason = self._unusable or "producer closed"
+            raise confluent_kafka.KafkaException(
+                confluent_kafka.KafkaError(confluent_kafka.KafkaError._STATE, reason)
+            )
+        rdk.produce(topic, value, key, *args)
 
     def _produce_when_room(
         self,
@@ -269,7 +335,9 @@ class DeliveryProducer:
         key: Union[str, bytes, None],
         headers: Optional[Headers],
     ) -> None:
-        """``when_full="block"``: wait up to ``block_timeout`` for room, then drop."""
+        """``when_full="block"``: wait up to ``block_timeout`` for room, then
+        drop; count the message either way.
+        """
         deadline = time.monotonic() + self.block_timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -277,18 +345,22 @@ class DeliveryProducer:
                 self._accounts.drop("buffer full")
                 return
             rdk = self._rdk
-            if rdk is None:  # closed meanwhile
+            if rdk is None or self._closed:  # closed meanwhile
                 self._accounts.drop("producer closed")
                 return
-            rdk.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
             try:
+                rdk.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
                 rdk.produce(topic, value, key, headers=headers)
-                return
             except BufferError:
                 continue
             except confluent_kafka.KafkaException as exc:
-                self._accounts.drop(exc.args[0].str() if exc.args else repr(exc))
+                self._accounts.drop(_reason(exc))
                 return
+            except Exception as exc:
+                self._accounts.unexpected(exc)
+                return
+            self.count()
+            return
 
     def _build(self) -> Optional[confluent_kafka.Producer]:
         with self._build_lock:
@@ -310,10 +382,11 @@ class DeliveryProducer:
                 )
                 try:
                     rdk = confluent_kafka.Producer(config)
-                except confluent_kafka.KafkaException as exc:
+                except Exception as exc:
                     # Settings were checked at construction; what fails here
-                    # depends on the machine (a CA file that went missing…).
-                    self._unusable = f"producer could not start: {exc.args[0].str()}"
+                    # depends on the machine (a CA file that went missing…),
+                    # or is bootstrap.servers, which the check leaves out.
+                    self._unusable = f"producer could not start: {_reason(exc)}"
                     logger.error("relayer: %s; its messages are dropped", self._unusable)
                     return None
                 self._poller = threading.Thread(
@@ -343,19 +416,47 @@ class DeliveryProducer:
         return min(len(rdk), most) if rdk is not None else 0
 
     def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for delivery; return how many are still pending."""
+        """Wait up to ``timeout`` seconds for delivery; return how many are still pending.
+
+        ``timeout`` is a finite number of seconds ``>= 0``; a wait longer than
+        librdkafka can be asked for (2**31 - 1 ms, about 24.8 days) is cut to
+        that. A negative, NaN or infinite ``timeout`` (which librdkafka would
+        take for "wait forever") or one that is not a number raises
+        :class:`~relayer.ConfigurationError` at once, without waiting.
+        """
+        wait = _settings.seconds("timeout", timeout)
         rdk = self._rdk
         if rdk is not None:
-            rdk.flush(timeout)
+            rdk.flush(min(wait, _settings.LONGEST_WAIT))
         return self.pending()
 
     def stats(self) -> Dict[str, int]:
-        """Counts of this process's messages; see :meth:`relayer.Relayer.stats`."""
+        """Counts of this process's messages; see :meth:`relayer.Relayer.stats`.
+
+        ``delivered`` never counts a message before librdkafka let go of it
+        without a failure report; it is exact whenever librdkafka's queue is
+        empty (after :meth:`flush` returned 0, or :meth:`close`).
+        """
         accounts = self._accounts
         with accounts.lock:
-            produced = accounts.produced()
             failed, dropped = accounts.failed, accounts.dropped
-        # A message leaves librdkafka's queue delivered, or failed (reported).
+            # The poller may count a failure before the thread that queued
+            # the message counts it produced: it was produced all the same.
+            produced = max(accounts.produced(), failed + dropped)
+        # delivered is a subtraction: counting each delivery would take a
+        # Python callback per message, which halves the throughput (hence
+        # delivery.report.only.error). It never overstates, as each term
+        # errs one way only:
+        # - produced counts a message only once librdkafka has it (send()
+        #   returned; see produce), or together with its drop;
+        # - failed is counted in the failure report's callback, which
+        #   librdkafka calls before it destroys the message;
+        # - pending is len(rdk), librdkafka's rd_kafka_outq_len: messages not
+        #   destroyed yet plus the ops in its reply queue (error events, log
+        #   lines, failure reports not served yet), so it can only overstate
+        #   the messages pending; it is capped at what is not accounted for.
+        # So produced - failed - dropped - pending is at most the messages
+        # librdkafka destroyed without a failure report: the delivered ones.
         pending = self._in_queue(produced - failed - dropped)
         return {
             "produced": produced,
@@ -369,9 +470,17 @@ class DeliveryProducer:
         """Flush for at most ``timeout`` seconds (default: ``shutdown_timeout``),
         stop the poller, and give up on what is left.
 
-        Returns how many messages were lost. Idempotent; producing after
-        ``close`` drops (and counts) the message.
+        ``timeout`` takes the values :meth:`flush` takes (anything else raises
+        :class:`~relayer.ConfigurationError` at once, and closes nothing).
+        After the wait, what librdkafka still holds is purged and counted as
+        failed, which takes up to half a second more. Messages never sent
+        are logged as lost; messages sent but not acknowledged as "not
+        confirmed delivered": some may have reached Kafka.
+
+        Returns how many messages it gave up on (0 when all were delivered).
+        Idempotent; producing after ``close`` drops (and counts) the message.
         """
+        wait = self.shutdown_timeout if timeout is None else _settings.seconds("timeout", timeout)
         with self._build_lock:
             if self._closed:
                 return 0
@@ -379,25 +488,50 @@ class DeliveryProducer:
             self.send = self._send_first  # which now drops
             rdk = self._rdk
         _live.discard(self)
-        if rdk is None:
-            return 0
-        rdk.flush(self.shutdown_timeout if timeout is None else timeout)
-        remaining = self.pending()
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join()
-        self._rdk = None
-        if remaining:
-            # Purged messages get a delivery report (_PURGE_QUEUE), so they
-            # are counted as failed; serve those reports before reporting.
-            rdk.purge()
-            rdk.flush(0)
-            logger.error(
-                "relayer: %d message(s) could not be delivered in time and are lost",
-                remaining,
-            )
+        given_up = 0
+        if rdk is not None:
+            rdk.flush(min(wait, _settings.LONGEST_WAIT))
+            self._stop.set()
+            if self._poller is not None:
+                self._poller.join()
+            if self.pending():
+                given_up = self._give_up(rdk)
+            self._rdk = None
         self._accounts.report()
-        return remaining
+        return given_up
+
+    def _give_up(self, rdk: confluent_kafka.Producer) -> int:
+        """Purge what librdkafka still holds, count it failed, log what is
+        known of it, and return how many messages that was.
+        """
+        accounts = self._accounts
+        with accounts.lock:
+            failed, in_flight = accounts.failed, accounts.purged_in_flight
+        # Each purged message gets a failure report: _PURGE_QUEUE if it was
+        # never sent (lost), _PURGE_INFLIGHT if it was sent and not
+        # acknowledged (it may have reached Kafka). Serve them all.
+        rdk.purge()
+        rdk.flush(_PURGE_WAIT)
+        with accounts.lock:
+            # Reports librdkafka did not hand over: their fate is unknown.
+            unaccounted = accounts.produced() - accounts.failed - accounts.dropped
+            unknown = max(self._in_queue(unaccounted), 0)
+            if unknown:
+                accounts.failed += unknown
+                accounts.unreported["failed (not confirmed when closed)"] += unknown
+            accounts.closed = True
+            given_up = accounts.failed - failed
+            unconfirmed = accounts.purged_in_flight - in_flight + unknown
+        lost = given_up - unconfirmed
+        if lost:
+            logger.error("relayer: %d message(s) could not be delivered in time and are lost", lost)
+        if unconfirmed:
+            logger.error(
+                "relayer: %d message(s) were not confirmed delivered in time (some may "
+                "have reached Kafka)",
+                unconfirmed,
+            )
+        return given_up
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("started" if self._rdk else "idle")
@@ -411,19 +545,33 @@ class DeliveryProducer:
 _RESERVED = ("on_delivery", "callback", "delivery.report.only.error", "dr_cb", "dr_msg_cb")
 
 
-def _validate(config: Mapping[str, Any]) -> None:
+def _reason(exc: Exception) -> str:
+    """The text of a KafkaException's error, as librdkafka put it (else the repr)."""
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, confluent_kafka.KafkaError) else repr(exc)
+
+
+def _validate(config: Mapping[str, Any], report_interval: float) -> None:
     """Refuse settings librdkafka would refuse, now rather than at the first message.
 
     A throwaway handle without ``bootstrap.servers`` checks every other
-    setting without connecting anywhere (about a millisecond).
+    setting without connecting anywhere (about a millisecond). Its log lines
+    (many, with ``debug`` set) go where the real producer's go, the
+    ``relayer.librdkafka`` logger, never to stderr: with a ``logger``,
+    librdkafka queues them, ``poll`` serves them, and the few it logs while
+    it is destroyed are dropped with its queue.
     """
-    probe = {k: v for k, v in config.items() if k != "bootstrap.servers"}
-    probe["log_level"] = 0
+    probe = {
+        "logger": _LibrdkafkaLog(report_interval),
+        **{k: v for k, v in config.items() if k != "bootstrap.servers"},
+        "log_level": 0,
+    }
     try:
-        confluent_kafka.Producer(probe)
+        handle = confluent_kafka.Producer(probe)
     except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
         detail = exc.args[0].str() if isinstance(exc, confluent_kafka.KafkaException) else exc
         raise ConfigurationError(f"invalid producer setting: {detail}") from exc
+    handle.poll(0)
 
 
 def _poll_forever(

@@ -8,15 +8,33 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import orjson
-from confluent_kafka import KafkaException
 
-from ._encoding import PartitionKey, dumps, encode_key, topic_name
+from . import _settings as check
+from ._encoding import (
+    LINE_LIMIT,
+    PartitionKey,
+    clip,
+    describe,
+    dumps,
+    encode_key,
+    topic_name,
+    valid_text,
+)
 from ._ids import trace_ids
 from ._logging import capture_logging as _capture_logging
 from ._producer import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback, DeliveryProducer, Headers
 from ._record import RecordBuilder, encode_record, encoded_field
 from ._redact import DEFAULT_REDACT_KEYS, Redactor
-from ._scope import Fragment, Scope, Timer, current_scope, enter, leave, log_line_dict
+from ._scope import (
+    LINE_OVERHEAD,
+    Fragment,
+    Scope,
+    Timer,
+    current_scope,
+    enter,
+    leave,
+    log_line_dict,
+)
 from .exceptions import (
     ConfigurationError,
     InvalidLogMessageError,
@@ -48,7 +66,9 @@ _HEADER_ROOM = 1024
 #: Topic names checked once are remembered, up to this many.
 _TOPIC_CACHE_SIZE = 1024
 
-LogMessage = Union[str, Mapping[str, Any]]
+#: What ``log()`` takes as a message: a ``str`` or any JSON value (a dict,
+#: list, number, ``None``…), as the original relayer did.
+LogMessage = Any
 
 
 class Relayer:
@@ -128,34 +148,50 @@ class Relayer:
         service_version: Optional[str] = None,
         kafka_headers: bool = True,
     ) -> None:
+
+        # Every setting is checked before anything is built: a refused
+        # relayer leaves nothing behind (no producer to flush at exit, no
+        # logging handler).
         if not isinstance(topic_prefix, str) or not isinstance(topic_suffix, str):
             raise ConfigurationError("topic_prefix and topic_suffix must be strings")
         if not isinstance(logging_topic, str) or not logging_topic:
             raise ConfigurationError(
                 f"logging_topic must be a non-empty string, not {logging_topic!r}"
             )
-        for name, limit in (
-            ("buffer_max_messages", buffer_max_messages),
-            ("buffer_max_kbytes", buffer_max_kbytes),
-        ):
-            if type(limit) is not int or limit < 1:
-                raise ConfigurationError(f"{name} must be a positive int, not {limit!r}")
+        source = check.optional_text("source", source)
+        shutdown_timeout = check.seconds("shutdown_timeout", shutdown_timeout)
+        block_timeout = check.seconds("block_timeout", block_timeout)
+        when_full = check.choice("when_full", when_full, ("drop", "block"))
+        on_delivery_error = check.callback("on_delivery_error", on_delivery_error)
+        redact_keys = check.names("redact_keys", redact_keys)
+        capture_logging = check.log_level("capture_logging", capture_logging)
+        request_id_header = check.header_name("request_id_header", request_id_header)
+        service_name = check.optional_text("service_name", service_name)
+        service_version = check.optional_text("service_version", service_version)
+        kafka_headers = check.flag("kafka_headers", kafka_headers)
         config: Dict[str, Any] = {
-            "queue.buffering.max.messages": buffer_max_messages,
-            "queue.buffering.max.kbytes": buffer_max_kbytes,
-            **(producer_opts or {}),
+            "queue.buffering.max.messages": check.positive_int(
+                "buffer_max_messages", buffer_max_messages
+            ),
+            "queue.buffering.max.kbytes": check.positive_int(
+                "buffer_max_kbytes", buffer_max_kbytes
+            ),
+            **check.options("producer_opts", producer_opts),
         }
         servers = _bootstrap_servers(kafka_hosts)
         if servers:
             config["bootstrap.servers"] = servers
-        elif not config.get("bootstrap.servers"):
+        elif config.get("bootstrap.servers"):
+            config["bootstrap.servers"] = _bootstrap_servers(
+                config["bootstrap.servers"], "producer_opts['bootstrap.servers']"
+            )
+        else:
             raise ConfigurationError(
                 "kafka_hosts is required: pass kafka_hosts='host:port' (or a list "
                 "of them), set KAFKA_HOSTS in the Flask config, or put "
                 "'bootstrap.servers' in producer_opts"
             )
-        if shutdown_timeout < 0:
-            raise ConfigurationError(f"shutdown_timeout must be >= 0, not {shutdown_timeout!r}")
+        check.buffer_bounds(config)  # producer_opts may override the buffer_max_*
 
         self.logging_topic = logging_topic
         self.topic_prefix = topic_prefix
@@ -165,7 +201,7 @@ class Relayer:
         self.redactor = Redactor(redact_keys)
         self.request_id_header = request_id_header
         #: Whether messages carry Kafka headers.
-        self.kafka_headers = bool(kafka_headers)
+        self.kafka_headers = kafka_headers
         self.records = RecordBuilder(
             self.source,
             logging_topic,
@@ -237,7 +273,7 @@ class Relayer:
                 ("event_type", event_type),
                 (
                     "event_subtype",
-                    event_subtype if type(event_subtype) is str else str(event_subtype),
+                    event_subtype if type(event_subtype) is str else _header_text(event_subtype),
                 ),
             ]
             if scope is not None:
@@ -247,20 +283,28 @@ class Relayer:
         try:
             value = _orjson_dumps(envelope)
         except TypeError:
-            value = dumps(envelope, f"event {event_type!r}/{event_subtype!r}")
+            value = dumps(envelope, f"event {describe(event_type)}/{describe(event_subtype)}")
         if len(value) > self._value_room - (len(key) if key else 0):
             self._check_size(topic, value, key, headers)
         if _debug(_DEBUG):
             _log_message(topic, key, value)
-        # DeliveryProducer.produce, inlined: this is the hot path.
+        # DeliveryProducer.produce, inlined: this is the hot path. Counted
+        # once librdkafka has it (see DeliveryProducer.stats); refused()
+        # counts a message it drops or waits for.
         producer = self._producer
-        producer.count()
         try:
             producer.send(topic, value, key, -1, None, None, 0, headers)
-        except (BufferError, KafkaException) as exc:
+        except Exception as exc:
             producer.refused(exc, topic, value, key, headers)
+        else:
+            producer.count()
         if scope is not None:
-            scope.lines.append(Fragment(value))
+            room = scope.room - len(value)
+            if room >= 0:  # Scope.add, inlined
+                scope.room = room
+                scope.lines.append(Fragment(value))
+            else:
+                scope.add(Fragment(value), len(value))
 
     def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
         """Produce ``message``, as JSON, to topic ``prefix + topic + suffix``.
@@ -272,16 +316,18 @@ class Relayer:
     def log(self, log_level: str, message: LogMessage) -> None:
         """Add a line to the current unit of work's record.
 
-        ``log_level`` is any string (``"info"``, ``"warning"``…);
-        ``message`` is a string or a JSON-serializable dict, copied as it is
-        now. Outside a unit of work there is no record to add to, so the line
-        is sent at once to the logging topic as a record of its own
-        (``{source, logging_topic, date, lines: [line]}``): it is never
-        dropped silently.
+        ``log_level`` is a string (``"info"``, ``"warning"``…) of at most 64
+        characters; ``message`` is a string or any JSON value (dict, list,
+        number, ``None``…), encoded as it is now (the values of secret-looking
+        dict keys masked). A message longer than 65,536 characters of JSON is
+        clipped, with a visible marker. Outside a unit of work there is no
+        record to add to, so the line is sent at once to the logging topic as
+        a record of its own (``{source, logging_topic, date, lines: [line]}``):
+        it is never dropped silently.
 
-        :raises InvalidLogMessageError: the level is not a string, or the
-            message is neither a string nor a dict.
-        :raises NonJSONSerializableMessageError: a dict message is not JSON.
+        :raises InvalidLogMessageError: the level is not such a string.
+        :raises NonJSONSerializableMessageError: the message is not JSON (or
+            has lone surrogates, or is nested too deeply).
         """
         scope = current_scope()
         if scope is None or not _fast_log(scope, log_level, message):
@@ -354,19 +400,25 @@ class Relayer:
         ``fields`` (request or call metadata) go after ``date``. A unit of
         work that ``failed`` (or was slow) is always recorded; others are
         sampled at ``sample_rate``. A record too large for
-        ``message.max.bytes`` loses lines from its middle, keeping the first
-        and the last ones, and says how many in ``truncated_lines``. Never
-        raises: this runs as a request ends, where an error would hurt the
-        service, so a failure is logged instead.
+        ``message.max.bytes`` gives up its biggest lines first, and says how
+        many lines it lost (here or while the unit of work ran) in
+        ``truncated_lines``. Never raises: this runs as a request ends, where
+        an error would hurt the service, so a record that cannot be built is
+        logged and counted as dropped instead.
         """
         try:
             if not self.records.keep(scope, failed):
                 return
             record = self.records.unit_record(scope, fields)
-            headers = self._plain_headers(scope)
-            self._send(self.record_topic, encode_record(record, self._record_room), None, headers)
-        except Exception:
-            logger.exception("relayer: could not write the record of a unit of work")
+            if scope.dropped:
+                record["truncated_lines"] = scope.dropped
+            value = encode_record(record, self._record_room)
+        except Exception as exc:
+            # Not expected (input is checked when it is given): count it, say why.
+            logger.exception("relayer: could not build the record of a unit of work")
+            self._producer.lost(f"record could not be built: {describe(exc)}")
+            return
+        self._send(self.record_topic, value, None, self._plain_headers(scope))
 
     # -- the work behind the public calls (also used by ScopedRelayer) ----------
 
@@ -384,29 +436,37 @@ class Relayer:
             self._check_size(full_topic, value, key, headers)
         self._send(full_topic, value, key, headers)
         if scope is not None:
-            scope.lines.append(Fragment(value))
+            scope.add(Fragment(value), len(value))
 
     def _log(self, scope: Optional[Scope], log_level: str, message: LogMessage) -> None:
-        if type(log_level) is not str and not isinstance(log_level, str):
-            raise InvalidLogMessageError(
-                f"log_level must be a str, not {type(log_level).__name__} ({log_level!r})"
-            )
+        level = _level_text(log_level)
         payload: Union[str, orjson.Fragment]
-        if type(message) is str:
-            payload = message
-        elif isinstance(message, Mapping):
-            payload = Fragment(dumps(self.redactor.payload(message), "log message"))
-        elif isinstance(message, str):
-            payload = str(message)
+        if isinstance(message, str):
+            payload = message if type(message) is str else str.__str__(message)
+            if not valid_text(payload):
+                raise NonJSONSerializableMessageError(
+                    "the log message is not valid Unicode (it has lone surrogates)"
+                )
+            payload = clip(payload, LINE_LIMIT)
+            size = len(payload)
         else:
-            raise InvalidLogMessageError(
-                f"a log message must be a str or a dict, not {type(message).__name__}"
-            )
-        if not (log_level.isascii() and (type(payload) is not str or payload.isascii())):
-            _check_unicode(log_level, payload)
-        line = (log_level, payload, _time())
+            try:
+                redacted = self.redactor.payload(message)
+            except RecursionError as exc:
+                raise NonJSONSerializableMessageError(
+                    "the log message is not JSON serializable: it is nested too deeply "
+                    "or contains itself"
+                ) from exc
+            encoded = dumps(redacted, "log message")
+            size = len(encoded)
+            if size > LINE_LIMIT:  # one huge line would crowd the others out
+                payload = clip(encoded.decode(), LINE_LIMIT)
+                size = len(payload)
+            else:
+                payload = Fragment(encoded)
+        line = (level, payload, _time())
         if scope is not None:
-            scope.lines.append(line)
+            scope.add(line, size + len(level) + LINE_OVERHEAD)
             return
         record = self.records.lone_record(log_line_dict(line), line[2])
         value = encode_record(record, self._record_room)
@@ -414,8 +474,14 @@ class Relayer:
 
     def _set(self, scope: Optional[Scope], key: str, value: Any) -> None:
         encoded = encoded_field(key, value)
-        if scope is not None:
-            scope.fields[key] = encoded
+        if scope is None:
+            return
+        key = str.__str__(key)  # as checked: a subclass's own methods are not trusted
+        if not scope.set_field(key, encoded, len(_orjson_dumps(encoded))):
+            logger.warning(
+                "relayer: field %r is not recorded: the record's custom fields are full",
+                key,
+            )
 
     def _send(
         self, topic: str, value: bytes, key: Optional[bytes], headers: Optional[Headers]
@@ -475,32 +541,64 @@ def _headers_size(headers: Iterable[Tuple[str, Union[str, bytes, None]]]) -> int
     )
 
 
-def _check_unicode(level: str, payload: Any) -> None:
-    """Refuse strings JSON cannot carry (lone surrogates) before they are kept."""
-    for what, text in (("log level", level), ("log message", payload)):
-        if type(text) is str:
-            try:
-                text.encode()
-            except UnicodeEncodeError as exc:
-                raise NonJSONSerializableMessageError(
-                    f"the {what} is not valid Unicode: {exc}"
-                ) from exc
+def _header_text(subtype: Any) -> str:
+    """The ``event_subtype`` header of a subtype that is not a plain ``str``.
+
+    :raises NonJSONSerializableMessageError: it has no usable text.
+    """
+    if isinstance(subtype, str):
+        return str.__str__(subtype)  # a subclass's own str() is not asked
+    try:
+        return str(subtype)
+    except Exception as exc:
+        raise NonJSONSerializableMessageError(
+            f"the event_subtype {describe(subtype)} cannot be written as text: {exc!r}"
+        ) from exc
 
 
-def _bootstrap_servers(kafka_hosts: Union[str, Iterable[str], None]) -> str:
+#: The longest log level.
+MAX_LEVEL = 64
+
+
+def _level_text(level: Any) -> str:
+    """``level`` as a plain ``str`` once checked: at most :data:`MAX_LEVEL`
+    characters of valid Unicode.
+
+    :raises InvalidLogMessageError: it is not such a string.
+    """
+    if not isinstance(level, str):
+        raise InvalidLogMessageError(
+            f"log_level must be a str, not {type(level).__name__} ({describe(level)})"
+        )
+    text = level if type(level) is str else str.__str__(level)
+    if len(text) > MAX_LEVEL or not valid_text(text):
+        raise InvalidLogMessageError(
+            f"log_level must be at most {MAX_LEVEL} characters of valid Unicode (no lone "
+            f"surrogates), not {describe(text)}"
+        )
+    return text
+
+
+def _bootstrap_servers(kafka_hosts: Any, setting: str = "kafka_hosts") -> str:
+    """``kafka_hosts`` as librdkafka's ``bootstrap.servers`` (``""`` for None)."""
     if kafka_hosts is None:
         return ""
     if isinstance(kafka_hosts, str):
         hosts = [h.strip() for h in kafka_hosts.split(",")]
     else:
         try:
-            hosts = [h.strip() for h in kafka_hosts]
-        except (TypeError, AttributeError):
+            hosts = [h.strip() if isinstance(h, str) else h for h in kafka_hosts]
+        except TypeError:
+            hosts = [kafka_hosts]
+    for host in hosts:
+        if not isinstance(host, str) or not host.isprintable() or any(c.isspace() for c in host):
             raise ConfigurationError(
-                f"kafka_hosts must be 'host:port' or a list of them, not {kafka_hosts!r}"
-            ) from None
+                f"{setting} must be 'host:port' or a list of them (such as "
+                f"['kafka1:9092', 'kafka2:9092']), not {kafka_hosts!r}: {host!r} is not a "
+                "host:port"
+            )
     if not all(hosts):
-        raise ConfigurationError(f"kafka_hosts has an empty entry: {kafka_hosts!r}")
+        raise ConfigurationError(f"{setting} has an empty entry: {kafka_hosts!r}")
     return ",".join(hosts)
 
 
@@ -568,7 +666,8 @@ class RelayerFacade:
 
 
 def _fast_log(scope: Scope, log_level: Any, message: Any) -> bool:
-    """Add an ASCII string line to ``scope`` without further checks, if it is one.
+    """Add an ASCII string line to ``scope`` without further checks, if it is
+    one that needs none: short enough, and with room for it among the first lines.
 
     The hot path of every ``log()``; anything else goes to :meth:`Relayer._log`.
     """
@@ -578,8 +677,12 @@ def _fast_log(scope: Scope, log_level: Any, message: Any) -> bool:
         and message.isascii()
         and log_level.isascii()
     ):
-        scope.lines.append((log_level, message, _time()))
-        return True
+        size = len(message)
+        room = scope.room - size - len(log_level) - LINE_OVERHEAD
+        if room >= 0 and size <= LINE_LIMIT and len(log_level) <= MAX_LEVEL:  # Scope.add, inlined
+            scope.room = room
+            scope.lines.append((log_level, message, _time()))
+            return True
     return False
 
 

@@ -9,19 +9,29 @@ Lines are stored cheaply and turned into JSON-ready dicts only once, when the
 record is written: an emitted message is kept as the exact bytes that went to
 Kafka (an ``orjson.Fragment``), a log line as a ``(level, payload, time)``
 tuple, or ``(level, payload, time, extra)`` for one captured from ``logging``.
+
+A scope is bounded by what its record can carry, whatever the unit of work
+logs or emits: the first lines are kept while they fit in three quarters of
+the record's room (counted in bytes of JSON, roughly), then only the last
+ones, within a quarter; the lines in between are counted in ``dropped`` (the
+record's ``truncated_lines``). Custom fields get a quarter of the room, and at
+most :data:`MAX_TIMERS` timer names are kept.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 from contextlib import ContextDecorator
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import orjson
 
+from ._encoding import describe, valid_text
 from .exceptions import InvalidFieldError
 
 if TYPE_CHECKING:
@@ -38,20 +48,38 @@ _current: ContextVar[Optional[Scope]] = ContextVar("relayer_scope", default=None
 current_scope = _current.get
 _perf_ns = time.perf_counter_ns
 
+#: What a log line's JSON adds to its level and payload: the keys, quotes,
+#: the ISO timestamp and a comma.
+LINE_OVERHEAD = 80
+#: The most timer names one unit of work keeps; further names are not timed.
+MAX_TIMERS = 256
+#: The longest timer name.
+MAX_TIMER_NAME = 256
+#: Guards the tail of every scope once its head is full (a rare path).
+_tail_lock = threading.Lock()
+
 
 class Scope:
     """The lines, custom fields, timings and ids of one unit of work.
 
     ``lines`` only grows by ``append`` (atomic in CPython), so a scope may be
-    written to from threads the unit of work starts.
+    written to from threads the unit of work starts. A line is appended to
+    ``lines`` directly while ``room`` (bytes) allows; past that, :meth:`add`
+    keeps the last lines in a bounded tail.
     """
 
     __slots__ = (
+        "_field_sizes",
         "_started_perf",
+        "_tail",
+        "_tail_room",
+        "dropped",
+        "field_room",
         "fields",
         "lines",
         "relayer",
         "request_id",
+        "room",
         "span_id",
         "started",
         "timings",
@@ -76,12 +104,59 @@ class Scope:
         self.fields: Dict[str, orjson.Fragment] = {}
         #: Timers: name → [count, total milliseconds].
         self.timings: Dict[str, List[float]] = {}
+        budget = relayer._record_room
+        #: Bytes of JSON the first lines may still take.
+        self.room = budget * 3 // 4
+        #: Bytes of JSON the custom fields may still take.
+        self.field_room = budget // 4
+        self._field_sizes: Dict[str, int] = {}
+        #: The last lines once ``room`` ran out: ``(line, size)``, oldest first.
+        self._tail: Optional[Deque[Tuple[Line, int]]] = None
+        self._tail_room = budget // 4
+        #: Lines given up between the first and the last ones.
+        self.dropped = 0
+
+    def add(self, line: Line, size: int) -> None:
+        """Keep ``line``, about ``size`` bytes of JSON: among the first lines
+        while they have room, else among the last ones (dropping the oldest of
+        those, counted in :attr:`dropped`, to make room).
+        """
+        room = self.room - size
+        if room >= 0:
+            self.room = room
+            self.lines.append(line)
+            return
+        with _tail_lock:
+            tail = self._tail
+            if tail is None:
+                tail = self._tail = deque()
+            tail.append((line, size))
+            self._tail_room -= size
+            while self._tail_room < 0:
+                self._tail_room += tail.popleft()[1]
+                self.dropped += 1
+
+    def set_field(self, name: str, value: orjson.Fragment, size: int) -> bool:
+        """Keep custom field ``name`` (``size`` bytes of JSON) if the fields have
+        room for it; return whether it was kept.
+        """
+        sizes = self._field_sizes
+        room = self.field_room - size - len(name) + sizes.get(name, -len(name))
+        if room < 0:
+            return False
+        self.field_room = room
+        self.fields[name] = value
+        sizes[name] = size + len(name)
+        return True
 
     def add_timing(self, name: str, elapsed_ms: float) -> None:
-        """Count one run of timer ``name`` that took ``elapsed_ms``."""
+        """Count one run of timer ``name`` that took ``elapsed_ms`` (a new name
+        past :data:`MAX_TIMERS` is not timed).
+        """
         entry = self.timings.get(name)
         if entry is None:
-            self.timings[name] = [1, elapsed_ms]
+            if len(self.timings) < MAX_TIMERS:
+                self.timings[name] = [1, elapsed_ms]
         else:
             entry[0] += 1
             entry[1] += elapsed_ms
@@ -98,8 +173,14 @@ class Scope:
         return (_perf_ns() - self._started_perf) // 1000 / 1000
 
     def rendered_lines(self) -> List[Any]:
-        """The lines as they go into the record, in the order they happened."""
-        return [line if type(line) is Fragment else log_line_dict(line) for line in self.lines]
+        """The lines as they go into the record, in the order they happened
+        (the first ones, then the last ones if some were dropped in between).
+        """
+        lines: List[Line] = self.lines
+        if self._tail is not None:
+            with _tail_lock:
+                lines = [*lines, *(line for line, _ in self._tail)]
+        return [line if type(line) is Fragment else log_line_dict(line) for line in lines]
 
 
 def log_line_dict(line: LogLine) -> Dict[str, Any]:
@@ -128,7 +209,13 @@ class Timer(ContextDecorator):
 
     def __init__(self, name: str, scope_of: Callable[[], Optional[Scope]]) -> None:
         if not isinstance(name, str) or not name:
-            raise InvalidFieldError(f"a timer name must be a non-empty str, not {name!r}")
+            raise InvalidFieldError(f"a timer name must be a non-empty str, not {describe(name)}")
+        name = str.__str__(name)  # a subclass's own methods are not trusted
+        if len(name) > MAX_TIMER_NAME or not valid_text(name):
+            raise InvalidFieldError(
+                f"a timer name must be valid Unicode (no lone surrogates) of at most "
+                f"{MAX_TIMER_NAME} characters, not {describe(name)}"
+            )
         self.name = name
         self._scope_of = scope_of
         self._scope: Optional[Scope] = None

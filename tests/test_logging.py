@@ -84,3 +84,27 @@ def test_surrogates_are_escaped_not_fatal(capture, relayer_patch):
     run_unit(relayer, lambda: logging.getLogger("app").warning("bad \ud800 text"))
     [line] = relayer_patch.messages("logs")[0]["lines"]
     assert line["payload"] == "bad \\ud800 text"
+
+
+@pytest.mark.parametrize("lines", [5_000, 50_000])
+def test_captured_lines_are_clipped_and_bounded(capture, relayer_patch, lines):
+    relayer = Relayer("logs", "k:1")
+    scope = relayer.open_scope()
+    token = enter(scope)
+    try:
+        log = logging.getLogger("app")
+        log.warning("w" * 2_000_000)
+        for i in range(lines):
+            log.info("captured %d", i)
+    finally:
+        leave(token)
+    held = len(scope.lines) + len(scope._tail or ())
+    relayer.write_record(scope, {})
+    record = relayer_patch.messages("logs")[0]
+    assert record["lines"][-1]["payload"] == f"captured {lines - 1}"
+    if lines == 5_000:  # everything fits: the huge line is kept, clipped
+        assert held == len(record["lines"]) == lines + 1
+        assert record["lines"][0]["payload"].endswith("...[2000000 characters, clipped]")
+    else:  # a flood: held in memory within the record's room, the rest counted
+        assert held < 15_000
+        assert len(record["lines"]) + record["truncated_lines"] == lines + 1

@@ -4,6 +4,7 @@ listens on (to play a broker that is down)."""
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from pathlib import Path
 import confluent_kafka
 import pytest
 
+from relayer import ConfigurationError
 from relayer._producer import DEFAULT_PRODUCER_CONFIG, DeliveryProducer, _close_all_at_exit, _live
 
 from .conftest import MOCK_CLUSTER
@@ -307,3 +309,224 @@ def test_a_producer_that_cannot_start_drops_and_counts_never_raises(producers, c
     producer.produce("t", b"w")
     assert producer.stats()["dropped"] == 2
     assert caplog.text.count("producer could not start") == 1
+
+
+# -- timeouts that would hang ----------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["shutdown_timeout", "block_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, "5"])
+def test_timeout_settings_that_would_hang_are_refused(setting, value):
+    before = set(_live)
+    with pytest.raises(ConfigurationError, match=setting):
+        DeliveryProducer(DOWN, when_full="block", **{setting: value})
+    assert set(_live) == before
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, -0.001, "1", None])
+def test_flush_and_close_refuse_timeouts_that_would_hang(producers, value):
+    # librdkafka reads a negative timeout, and NaN or inf (which overflow its
+    # int of milliseconds), as "wait forever". A short message.timeout.ms
+    # bounds what an unchecked flush would wait here.
+    producer = producers({**DOWN, "message.timeout.ms": 300})
+    producer.produce("t", b"v")
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match="timeout must be a finite number"):
+        producer.flush(value)
+    if value is not None:
+        with pytest.raises(ConfigurationError, match="timeout must be a finite number"):
+            producer.close(value)
+    assert time.monotonic() - started < 0.2, "refused at once, without waiting"
+    assert producer in _live, "a refused close() closes nothing"
+
+
+def test_a_huge_timeout_is_capped_to_what_librdkafka_can_wait(producers):
+    # librdkafka takes an int of milliseconds: 1e7 s (1e10 ms) would wrap,
+    # possibly to a negative number, which means "wait forever".
+    waits = []
+
+    class Handle:
+        def flush(self, timeout):
+            waits.append(timeout)
+            return 0
+
+        def __len__(self):
+            return 0
+
+    producer = producers(DOWN)
+    producer._rdk = Handle()
+    assert producer.flush(1e7) == 0
+    assert producer.flush(1.5) == 0
+    producer._rdk = None
+    assert waits == [2_147_483, 1.5]
+    assert (2**31 - 1) / 1000 - 1 < waits[0] <= (2**31 - 1) / 1000
+
+
+# -- the configuration probe -------------------------------------------------------
+
+
+def test_the_configuration_probe_prints_nothing_and_logs_to_relayer_librdkafka(capfd, caplog):
+    with caplog.at_level(logging.DEBUG, logger="relayer.librdkafka"):
+        producer = DeliveryProducer({**DOWN, "debug": "all"})
+    producer.close(0)
+    assert capfd.readouterr().err == "", "librdkafka printed to stderr"
+    assert any(r.name == "relayer.librdkafka" for r in caplog.records)
+
+
+# -- accounting ----------------------------------------------------------------------
+
+
+def test_delivered_is_exact_after_flush_on_the_mock_cluster(producers):
+    producer = producers(MOCK_CLUSTER)
+    for i in range(500):
+        producer.produce("t", b"%d" % i)
+    assert producer.flush(10) == 0
+    stats = producer.stats()
+    assert stats["delivered"] == 500 and stats["pending"] == 0
+
+
+def test_delivered_stays_zero_while_the_broker_is_down(producers):
+    producer = producers({**DOWN, "message.timeout.ms": 500})
+    for _ in range(20):
+        producer.produce("t", b"v")
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stats = producer.stats()
+        seen.append(stats)
+        if stats["failed"] == 20:
+            break
+        time.sleep(0.01)
+    assert all(s["delivered"] == 0 for s in seen), [s for s in seen if s["delivered"]]
+    assert all(s["produced"] == 20 == s["pending"] + s["failed"] for s in seen)
+    assert seen[0]["pending"] == 20 and seen[-1]["failed"] == 20
+
+
+def test_a_message_is_counted_only_once_librdkafka_has_it(producers):
+    """stats() while send() runs (another thread's, between count and queueing)
+    must not count the message being sent as delivered."""
+    producer = producers(MOCK_CLUSTER)
+    producer.produce("t", b"first")
+    assert producer.flush(10) == 0
+    real_send = producer.send
+    during = []
+
+    def send(*args):
+        during.append(producer.stats())
+        real_send(*args)
+
+    producer.send = send
+    producer.produce("t", b"second")
+    assert during[0]["delivered"] == 1, during
+    assert producer.flush(10) == 0
+    assert producer.stats()["delivered"] == 2
+
+
+def test_a_failed_message_is_counted_failed_before_librdkafka_lets_go_of_it(producers):
+    """Why delivered never overstates: pending is len(rdk), and the message
+    whose failure is being reported is still in it."""
+    inside = []
+    producer = producers(
+        {**DOWN, "message.timeout.ms": 100},
+        on_delivery_error=lambda err, topic, key: inside.append(
+            (len(producer._rdk), producer.stats())
+        ),
+    )
+    producer.produce("t", b"v")
+    assert producer.flush(5) == 0
+    [(queued, stats)] = inside
+    assert queued >= 1, "librdkafka still holds the message while its failure is reported"
+    assert stats["failed"] == 1 and stats["delivered"] == 0
+
+
+def test_an_unexpected_error_from_send_is_a_counted_drop(producers, caplog):
+    producer = producers(MOCK_CLUSTER)
+    producer.produce("t", b"v")
+    assert producer.flush(10) == 0
+    for _ in range(3):
+        producer.produce("t", "not bytes", headers=[("h", 5)])  # confluent-kafka: TypeError
+    assert producer.flush(10) == 0
+    stats = producer.stats()
+    assert stats == {"produced": 4, "delivered": 1, "failed": 0, "dropped": 3, "pending": 0}
+    logged = [r for r in caplog.records if "raised" in r.getMessage() and r.exc_info]
+    assert len(logged) == 1, "logged once per reason, with its traceback"
+    producer.close(0)
+    assert "3 dropped (send raised TypeError)" in caplog.text
+
+
+def test_lost_counts_a_message_produced_and_dropped(producers, caplog):
+    producer = producers(DOWN)
+    producer.lost("record could not be encoded")
+    assert producer.stats() == {
+        "produced": 1, "delivered": 0, "failed": 0, "dropped": 1, "pending": 0,
+    }  # fmt: skip
+    producer.close(0)
+    assert "1 dropped (record could not be encoded)" in caplog.text
+
+
+def test_drops_are_counted_with_the_message_when_closed_or_full(producers):
+    producer = producers({**DOWN, "queue.buffering.max.messages": 1})
+    producer.produce("t", b"1")
+    producer.produce("t", b"2")  # buffer full
+    assert producer.stats() == {
+        "produced": 2, "delivered": 0, "failed": 0, "dropped": 1, "pending": 1,
+    }  # fmt: skip
+    producer.close(0)
+    producer.produce("t", b"3")  # closed
+    assert producer.stats() == {
+        "produced": 3, "delivered": 0, "failed": 1, "dropped": 2, "pending": 0,
+    }  # fmt: skip
+
+
+# -- close() with a broker that stopped answering -------------------------------------
+
+MOCK_BROKER = """
+import sys, time, confluent_kafka
+producer = confluent_kafka.Producer({"test.mock.num.brokers": 1})
+broker = next(iter(producer.list_topics(timeout=10).brokers.values()))
+print(f"{broker.host}:{broker.port}", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def frozen_broker():
+    """A mock broker in another process, and a way to freeze it (SIGSTOP):
+    it then takes requests (the kernel buffers them) and answers none."""
+    if not hasattr(signal, "SIGSTOP"):
+        pytest.skip("needs SIGSTOP")
+    child = subprocess.Popen([sys.executable, "-c", MOCK_BROKER], stdout=subprocess.PIPE, text=True)
+    try:
+        address = child.stdout.readline().strip()
+        assert address, "the mock broker did not start"
+
+        def freeze():
+            os.kill(child.pid, signal.SIGSTOP)
+            _, status = os.waitpid(child.pid, os.WUNTRACED)
+            assert os.WIFSTOPPED(status)
+
+        yield address, freeze
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def test_close_says_not_confirmed_for_messages_in_flight(producers, frozen_broker, caplog):
+    address, freeze = frozen_broker
+    producer = producers({"bootstrap.servers": address})
+    for _ in range(10):
+        producer.produce("t", b"before")
+    assert producer.flush(10) == 0
+    freeze()
+    for _ in range(100):
+        producer.produce("t", b"after")
+    time.sleep(0.3)  # sent (linger.ms is 5), never acknowledged
+    assert producer.stats()["pending"] == 100
+    assert producer.close(0.5) == 100
+    assert "100 message(s) were not confirmed delivered in time" in caplog.text
+    assert "could not be delivered in time and are lost" not in caplog.text
+    assert producer.stats() == {
+        "produced": 110, "delivered": 10, "failed": 100, "dropped": 0, "pending": 0,
+    }  # fmt: skip

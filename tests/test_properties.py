@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from relayer import RelayerError
 from relayer.flask import FlaskRelayer
+from relayer.rpc import make_rpc_relayer
 from relayer.test import RelayerPatch
+
+from .helpers import RaisingStr, Str, Unprintable, UnprintableError
 
 #: Text that may hold lone surrogates (Hypothesis leaves them out by default).
 texts = st.text(alphabet=st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr)))
@@ -139,3 +142,81 @@ def test_json_safe_payloads_round_trip_exactly(payload, key):
         key.bytes if isinstance(key, uuid.UUID) else key.encode() if isinstance(key, str) else key
     )
     assert datetime.fromisoformat(message["timestamp"]).tzinfo is not None
+
+
+hostile_texts = st.one_of(
+    texts,
+    texts.map(Str),
+    texts.map(RaisingStr),
+    # long enough to be clipped, and escaped up to 6 times in JSON
+    st.tuples(st.sampled_from('ab"\\\n\x01'), st.integers(65_000, 70_000)).map(
+        lambda c: c[0] * c[1]
+    ),
+)
+hostile_values = st.one_of(payloads, st.builds(Unprintable), hostile_texts)
+errors = st.one_of(
+    st.none(),
+    st.builds(ValueError, texts),
+    st.builds(UnprintableError),
+    st.builds(KeyError, payloads),
+)
+unit_calls = st.lists(
+    st.one_of(
+        st.tuples(st.just("emit"), event_types, hostile_values, payloads, keys | hostile_texts),
+        st.tuples(st.just("emit_raw"), event_types, payloads, keys),
+        st.tuples(st.just("log"), levels | hostile_texts | st.builds(Unprintable), messages),
+        st.tuples(st.just("set"), hostile_texts | st.integers(), hostile_values),
+        st.tuples(st.just("timer"), hostile_texts | st.none()),
+    ),
+    max_size=8,
+)
+
+
+@settings(SETTINGS, max_examples=100)
+@given(
+    st.lists(st.tuples(unit_calls, errors), min_size=1, max_size=4),
+    st.sampled_from([1.0, 0.5, 0.0]),
+    st.booleans(),
+)
+def test_every_unit_of_work_yields_its_record_or_a_counted_drop(units, sample_rate, headers):
+    with RelayerPatch() as patch:
+        rpc = make_rpc_relayer("logs", "k:1", sample_rate=sample_rate, kafka_headers=headers)
+        instance = rpc.instance
+        sampled_out = 0
+        keep = instance.records.keep
+
+        def counted_keep(scope, failed):
+            nonlocal sampled_out
+            kept = keep(scope, failed)
+            sampled_out += not kept
+            return kept
+
+        instance.records.keep = counted_keep
+
+        @rpc
+        def call(ops, error, relayer=None):
+            for op in ops:
+                try:
+                    if op[0] == "timer":
+                        with relayer.timer(op[1]):
+                            pass
+                    else:
+                        getattr(relayer, op[0])(*op[1:])
+                except RelayerError:
+                    pass
+            if error is not None:
+                raise error
+
+        for ops, error in units:
+            try:
+                call(ops, error)
+            except BaseException as raised:  # the service's own exception, unchanged
+                assert raised is error
+            else:
+                assert error is None
+        records = len(patch.produced_messages["logs"])
+        stats = rpc.stats()
+        assert len(units) == records + stats["dropped"] + sampled_out
+        for value, _ in patch.produced_messages["logs"]:
+            assert len(value) <= 1_000_000
+            orjson.loads(value)

@@ -1,7 +1,7 @@
 import copy
 import logging
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 import confluent_kafka
 import orjson
@@ -18,6 +18,8 @@ from relayer import (
     UnsupportedPartitionKeyTypeError,
 )
 from relayer._scope import Scope, enter, leave
+
+from .helpers import RaisingStr, Str, Unprintable
 
 
 @pytest.fixture
@@ -189,11 +191,52 @@ class TestLogAndScope:
         assert [line["payload"] for line in record["lines"]] == ["at startup"]
 
     @pytest.mark.parametrize(
-        "level, message", [(1, "x"), (None, "x"), ("info", 1), ("info", ["x"]), ("info", None)]
+        "level", [1, None, b"info", "x" * 65, "\ud800", Str("\udfff"), Unprintable()]
     )
-    def test_bad_log_input(self, relayer, relayer_patch, level, message):
-        with pytest.raises(InvalidLogMessageError):
-            relayer.log(level, message)
+    def test_bad_log_level(self, relayer, relayer_patch, level):
+        with pytest.raises(InvalidLogMessageError, match="log_level"):
+            relayer.log(level, "x")
+        assert relayer_patch.produced_messages == {}
+
+    def test_level_that_is_a_str_subclass_is_recorded_as_a_str(self, relayer, relayer_patch):
+        relayer.log(RaisingStr("warning"), "x")
+        assert relayer_patch.messages("dev_logs_v1")[0]["lines"][0]["log_level"] == "warning"
+
+    @pytest.mark.parametrize("message", [1, 2.5, ["x", {"y": None}], None, True, {}])
+    def test_any_json_value_is_a_message(self, relayer, relayer_patch, message):
+        scope = Scope(relayer)
+        token = enter(scope)
+        relayer.log("info", message)
+        leave(token)
+        relayer.write_record(scope, {})
+        [line] = relayer_patch.messages("dev_logs_v1")[0]["lines"]
+        assert line["payload"] == message
+
+    def test_dates_and_uuids_are_encoded_as_iso_strings(self, relayer, relayer_patch):
+        when, day, key = datetime(2026, 1, 2, 3, 4, 5), date(2026, 1, 2), uuid.UUID(int=1)
+        relayer.emit("e", "s", {"at": when, "day": day, "id": key})
+        relayer.log("info", [when, day, key])
+        payload = relayer_patch.messages("dev_e_v1")[0]["payload"]
+        assert payload == {"at": "2026-01-02T03:04:05", "day": "2026-01-02", "id": str(key)}
+        line = relayer_patch.messages("dev_logs_v1")[0]["lines"][0]
+        assert line["payload"] == ["2026-01-02T03:04:05", "2026-01-02", str(key)]
+
+    @pytest.mark.parametrize("depth", [10_000])
+    def test_too_deep_a_message_is_a_relayer_error(self, relayer, relayer_patch, depth):
+        deep: dict = {}
+        for _ in range(depth):
+            deep = {"a": deep}
+        circular: dict = {}
+        circular["self"] = circular
+        for message in (deep, circular, [circular]):
+            with pytest.raises(NonJSONSerializableMessageError):
+                relayer.log("info", message)
+        assert relayer_patch.produced_messages == {}
+
+    def test_surrogates_in_a_message_are_refused(self, relayer, relayer_patch):
+        for message in ("\ud800", Str("a\udc00"), ["\ud800"]):
+            with pytest.raises(NonJSONSerializableMessageError):
+                relayer.log("info", message)
         assert relayer_patch.produced_messages == {}
 
     def test_unserializable_log_dict(self, relayer):
@@ -215,8 +258,10 @@ class TestLogAndScope:
     def test_write_record_never_raises(self, relayer, relayer_patch, caplog):
         scope = Scope(relayer)
         relayer.write_record(scope, {"bad": object()})
-        assert "could not write the record" in caplog.text
+        assert "could not build the record" in caplog.text
         assert relayer_patch.produced_messages == {}
+        stats = relayer.stats()
+        assert (stats["produced"], stats["dropped"]) == (1, 1)
 
 
 def test_repr_names_topic_and_servers():
@@ -358,3 +403,21 @@ class TestSecrets:
         assert "starting a producer" in caplog.text and "alice" in caplog.text
         for text in (repr(relayer), repr(relayer._producer), caplog.text):
             assert "PASSWORD-VALUE" not in text
+
+
+def test_emit_counts_a_message_once_librdkafka_has_it(make_relayer, monkeypatch):
+    relayer = make_relayer()
+    relayer.emit("e", "s", 1)
+    assert relayer.flush(10) == 0
+    seen = []
+    send = relayer._producer.send
+
+    def watched(*args):
+        seen.append(relayer.stats()["delivered"])  # not queued yet: not delivered either
+        send(*args)
+
+    monkeypatch.setattr(relayer._producer, "send", watched)
+    relayer.emit("e", "s", 2)
+    assert relayer.flush(10) == 0
+    assert seen == [1]
+    assert relayer.stats()["delivered"] == relayer.stats()["produced"] == 2

@@ -21,6 +21,7 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar, Union, cast
 
+from .._encoding import error_text
 from .._ids import incoming_request_id
 from .._relayer import Relayer, ScopedRelayer
 from .._scope import current_scope, enter, leave
@@ -107,7 +108,7 @@ def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> It
         leave(token)
         fields: Dict[str, Any] = {"service": service, "service_time": scope.elapsed_ms()}
         if error is not None:
-            fields["error"] = f"{type(error).__name__}: {error}"
+            fields["error"] = error_text(error)
         instance.write_record(scope, fields, failed=error is not None)
 
 
