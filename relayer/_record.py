@@ -12,6 +12,7 @@ its biggest ones (see :func:`encode_record`), and says how many it lost in
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -85,13 +86,21 @@ class RecordBuilder:
         sample_rate: float,
         slow_threshold_ms: Optional[float],
     ) -> None:
-        if not isinstance(sample_rate, (int, float)) or not 0.0 <= sample_rate <= 1.0:
-            raise ConfigurationError(f"sample_rate must be between 0 and 1, not {sample_rate!r}")
-        if slow_threshold_ms is not None and (
-            not isinstance(slow_threshold_ms, (int, float)) or slow_threshold_ms < 0
+        if (
+            not isinstance(sample_rate, (int, float))
+            or isinstance(sample_rate, bool)
+            or not 0.0 <= sample_rate <= 1.0
         ):
             raise ConfigurationError(
-                f"slow_threshold_ms must be a number >= 0 or None, not {slow_threshold_ms!r}"
+                f"sample_rate must be a number between 0 and 1, not {sample_rate!r}"
+            )
+        if slow_threshold_ms is not None and (
+            not isinstance(slow_threshold_ms, (int, float))
+            or isinstance(slow_threshold_ms, bool)
+            or not 0 <= slow_threshold_ms < math.inf
+        ):
+            raise ConfigurationError(
+                f"slow_threshold_ms must be a finite number >= 0 or None, not {slow_threshold_ms!r}"
             )
         self.source = source
         self.logging_topic = logging_topic

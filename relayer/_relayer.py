@@ -316,8 +316,7 @@ class Relayer:
     def log(self, log_level: str, message: LogMessage) -> None:
         """Add a line to the current unit of work's record.
 
-        ``log_level`` is a string (``"info"``, ``"warning"``…) of at most 64
-        characters; ``message`` is a string or any JSON value (dict, list,
+        ``log_level`` is a string (``"info"``, ``"warning"``…); ``message`` is a string or any JSON value (dict, list,
         number, ``None``…), encoded as it is now (the values of secret-looking
         dict keys masked). A message longer than 65,536 characters of JSON is
         clipped, with a visible marker. Outside a unit of work there is no
@@ -336,16 +335,23 @@ class Relayer:
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; return how many
         messages are still undelivered (0 when all were delivered).
+
+        :raises ConfigurationError: ``timeout`` is not a finite number of
+            seconds ``>= 0`` (a negative, NaN or infinite one would wait forever).
         """
-        return self._producer.flush(timeout)
+        return self._producer.flush(check.seconds("timeout", timeout))
 
     def close(self, timeout: Optional[float] = None) -> int:
         """Flush for at most ``timeout`` seconds (default ``shutdown_timeout``)
-        and release the producer; return how many messages were lost.
+        and release the producer; return how many messages it gave up on
+        (lost, or sent but not confirmed).
 
         Called for every open relayer at interpreter exit. Idempotent.
+
+        :raises ConfigurationError: ``timeout`` is given and is not a finite
+            number of seconds ``>= 0``; then nothing is closed.
         """
-        return self._producer.close(timeout)
+        return self._producer.close(None if timeout is None else check.seconds("timeout", timeout))
 
     def stats(self) -> Dict[str, int]:
         """Delivery counts of this process: ``produced``, ``delivered``,
@@ -556,13 +562,9 @@ def _header_text(subtype: Any) -> str:
         ) from exc
 
 
-#: The longest log level.
-MAX_LEVEL = 64
-
-
 def _level_text(level: Any) -> str:
-    """``level`` as a plain ``str`` once checked: at most :data:`MAX_LEVEL`
-    characters of valid Unicode.
+    """``level`` as a plain ``str`` of valid Unicode (JSON cannot carry a lone
+    surrogate).
 
     :raises InvalidLogMessageError: it is not such a string.
     """
@@ -571,10 +573,9 @@ def _level_text(level: Any) -> str:
             f"log_level must be a str, not {type(level).__name__} ({describe(level)})"
         )
     text = level if type(level) is str else str.__str__(level)
-    if len(text) > MAX_LEVEL or not valid_text(text):
+    if not valid_text(text):
         raise InvalidLogMessageError(
-            f"log_level must be at most {MAX_LEVEL} characters of valid Unicode (no lone "
-            f"surrogates), not {describe(text)}"
+            f"log_level must be valid Unicode (no lone surrogates), not {describe(text)}"
         )
     return text
 
@@ -666,8 +667,8 @@ class RelayerFacade:
 
 
 def _fast_log(scope: Scope, log_level: Any, message: Any) -> bool:
-    """Add an ASCII string line to ``scope`` without further checks, if it is
-    one that needs none: short enough, and with room for it among the first lines.
+    """Add an ASCII string line of at most ``LINE_LIMIT`` characters to
+    ``scope`` without further checks, if it is one.
 
     The hot path of every ``log()``; anything else goes to :meth:`Relayer._log`.
     """
@@ -677,11 +678,15 @@ def _fast_log(scope: Scope, log_level: Any, message: Any) -> bool:
         and message.isascii()
         and log_level.isascii()
     ):
-        size = len(message)
-        room = scope.room - size - len(log_level) - LINE_OVERHEAD
-        if room >= 0 and size <= LINE_LIMIT and len(log_level) <= MAX_LEVEL:  # Scope.add, inlined
-            scope.room = room
-            scope.lines.append((log_level, message, _time()))
+        size = len(message) + len(log_level)
+        if size <= LINE_LIMIT:
+            size += LINE_OVERHEAD
+            room = scope.room - size
+            if room >= 0:  # Scope.add, inlined
+                scope.room = room
+                scope.lines.append((log_level, message, _time()))
+            else:
+                scope.add((log_level, message, _time()), size)
             return True
     return False
 

@@ -3,6 +3,7 @@ import uuid
 import orjson
 import pytest
 
+from relayer import Relayer
 from relayer._encoding import dumps, encode_key, topic_name
 from relayer.exceptions import (
     InvalidPartitionKeyError,
@@ -11,6 +12,8 @@ from relayer.exceptions import (
     RelayerError,
     UnsupportedPartitionKeyTypeError,
 )
+
+from .helpers import RaisingStr, Unprintable
 
 
 class TestEncodeKey:
@@ -88,3 +91,47 @@ class TestTopicName:
     def test_non_str_refused(self, name):
         with pytest.raises(InvalidTopicError, match="must be a non-empty str"):
             topic_name("", name, "")
+
+
+class TestHostileObjects:
+    """Objects whose own str() or repr() raise get a RelayerError, never a bare error."""
+
+    def test_str_subclass_key_whose_str_raises_is_encoded_from_its_characters(self):
+        assert encode_key(RaisingStr("k\u00e9")) == "k\u00e9".encode()
+
+    def test_unsupported_key_whose_repr_raises(self):
+        with pytest.raises(UnsupportedPartitionKeyTypeError, match="Unprintable"):
+            encode_key(Unprintable())
+
+    def test_uuid_subclass_whose_bytes_raise(self):
+        class BadUUID(uuid.UUID):
+            @property
+            def bytes(self):
+                raise ValueError("no bytes")
+
+        with pytest.raises(InvalidPartitionKeyError, match="no bytes"):
+            encode_key(BadUUID(int=1))
+
+    def test_topic_whose_repr_raises(self):
+        with pytest.raises(InvalidTopicError, match="Unprintable"):
+            topic_name("", Unprintable(), "")
+
+    @pytest.mark.parametrize("headers", [True, False])
+    def test_event_subtype_whose_str_raises(self, relayer_patch, headers):
+        relayer = Relayer("logs", "k:1", kafka_headers=headers)
+        with pytest.raises(NonJSONSerializableMessageError):
+            relayer.emit("orders", Unprintable(), {})
+        relayer.emit("orders", RaisingStr("created"), {})
+        [event] = relayer_patch.messages("orders")
+        assert event["event_subtype"] == "created"
+        if headers:
+            assert relayer_patch.mocked_producer.headers("orders")[0]["event_subtype"] == "created"
+
+    def test_partition_key_and_level_whose_str_raises(self, relayer_patch):
+        relayer = Relayer("logs", "k:1")
+        relayer.emit("orders", "created", {}, partition_key=RaisingStr("k"))
+        assert relayer_patch.mocked_producer.keys("orders") == [b"k"]
+        with pytest.raises(RelayerError):
+            relayer.log(Unprintable(), "x")
+        relayer.log(RaisingStr("info"), "x")
+        assert relayer_patch.messages("logs")[0]["lines"][0]["log_level"] == "info"

@@ -190,9 +190,7 @@ class TestLogAndScope:
         assert record["source"] == "dev_logs_v1"
         assert [line["payload"] for line in record["lines"]] == ["at startup"]
 
-    @pytest.mark.parametrize(
-        "level", [1, None, b"info", "x" * 65, "\ud800", Str("\udfff"), Unprintable()]
-    )
+    @pytest.mark.parametrize("level", [1, None, b"info", "\ud800", Str("\udfff"), Unprintable()])
     def test_bad_log_level(self, relayer, relayer_patch, level):
         with pytest.raises(InvalidLogMessageError, match="log_level"):
             relayer.log(level, "x")

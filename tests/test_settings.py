@@ -88,6 +88,11 @@ def test_timeouts_must_be_finite_seconds(name, value):
         ({"kafka_hosts": ["a:1", 2]}, r"kafka_hosts"),
         ({"kafka_hosts": "a:1, b :2"}, r"kafka_hosts .*'b :2'"),
         ({"kafka_hosts": "a:1\udcff"}, r"kafka_hosts"),
+        ({"sample_rate": True}, r"sample_rate must be a number between 0 and 1"),
+        ({"sample_rate": float("nan")}, r"sample_rate"),
+        ({"slow_threshold_ms": float("nan")}, r"slow_threshold_ms must be a finite number"),
+        ({"slow_threshold_ms": float("inf")}, r"slow_threshold_ms"),
+        ({"slow_threshold_ms": True}, r"slow_threshold_ms"),
     ],
 )
 def test_wrong_values_are_configuration_errors(kwargs, match):
@@ -193,3 +198,13 @@ def test_seconds_returns_a_float():
     assert settings.seconds("t", 3) == 3.0 and type(settings.seconds("t", 3)) is float
     with pytest.raises(ConfigurationError, match="t must be"):
         settings.seconds("t", 10**400)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf"), "5"])
+def test_flush_and_close_refuse_timeouts_that_would_hang_even_under_a_patch(relayer_patch, timeout):
+    relayer = Relayer("logs", "k:1")
+    with pytest.raises(ConfigurationError, match="timeout"):
+        relayer.flush(timeout)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        relayer.close(timeout)
+    assert relayer.close(0) == 0
