@@ -3,14 +3,15 @@ record per request or RPC call.
 
 The core here knows no web framework; see :mod:`relayer.flask`,
 :mod:`relayer.rpc`, :mod:`relayer.wsgi` and, for users' own tests,
-:mod:`relayer.test`.
+:mod:`relayer.testing`.
 """
 
+from ._facades import CallUnit, ScopedRelayer
 from ._logging import RelayerLogHandler, capture_logging
-from ._producer import DEFAULT_PRODUCER_CONFIG
 from ._redact import DEFAULT_REDACT_KEYS
-from ._relayer import SCHEMA_VERSION, Relayer, ScopedRelayer
-from ._scope import current_scope as _current_scope
+from ._relayer import SCHEMA_VERSION, Relayer
+from ._settings import DEFAULT_PRODUCER_CONFIG, Settings
+from ._unit import current_unit as _current_unit
 from .exceptions import (
     ConfigurationError,
     InvalidFieldError,
@@ -35,23 +36,25 @@ def current() -> ScopedRelayer:
 
     :raises OutsideUnitOfWorkError: no unit of work is running here.
     """
-    scope = _current_scope()
-    if scope is None:
+    unit = _current_unit()
+    if unit is None:
         raise OutsideUnitOfWorkError(
             "relayer.current() was called outside a unit of work: call it during a "
-            "request (behind FlaskRelayer or a relayer middleware) or an RPC call"
+            "request (behind FlaskRelayer or a relayer middleware), an RPC call, or "
+            "a relayer.unit_of_work(...) block"
         )
-    return ScopedRelayer(scope.relayer, scope)
+    return ScopedRelayer(unit.relayer, unit)
 
 
 __all__ = [
     "DEFAULT_PRODUCER_CONFIG",
     "DEFAULT_REDACT_KEYS",
     "SCHEMA_VERSION",
+    "CallUnit",
     "ConfigurationError",
+    "InvalidFieldError",
     "InvalidLogMessageError",
     "InvalidPartitionKeyError",
-    "InvalidFieldError",
     "InvalidTopicError",
     "MessageTooLargeError",
     "NonJSONSerializableMessageError",
@@ -60,6 +63,7 @@ __all__ = [
     "RelayerError",
     "RelayerLogHandler",
     "ScopedRelayer",
+    "Settings",
     "UnsupportedPartitionKeyTypeError",
     "__version__",
     "capture_logging",

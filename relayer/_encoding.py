@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Tuple, Union
 
 import orjson
 
 from .exceptions import (
+    InvalidLogMessageError,
     InvalidPartitionKeyError,
     InvalidTopicError,
     NonJSONSerializableMessageError,
@@ -161,3 +162,46 @@ def topic_name(prefix: str, name: object, suffix: str) -> str:
             f"suffix {suffix!r})"
         )
     return topic
+
+
+def headers_size(headers: Iterable[Tuple[str, Union[str, bytes, None]]]) -> int:
+    """The bytes librdkafka counts for headers (name and value lengths as
+    varints, at most 5 bytes each here, then the bytes).
+    """
+    return sum(
+        10 + len(name) + len(value.encode() if isinstance(value, str) else value or b"")
+        for name, value in headers
+    )
+
+
+def header_text(subtype: Any) -> str:
+    """The ``event_subtype`` header of a subtype that is not a plain ``str``.
+
+    :raises NonJSONSerializableMessageError: it has no usable text.
+    """
+    if isinstance(subtype, str):
+        return str.__str__(subtype)  # a subclass's own str() is not asked
+    try:
+        return str(subtype)
+    except Exception as exc:
+        raise NonJSONSerializableMessageError(
+            f"the event_subtype {describe(subtype)} cannot be written as text: {exc!r}"
+        ) from exc
+
+
+def level_text(level: Any) -> str:
+    """``level`` as a plain ``str`` of valid Unicode (JSON cannot carry a lone
+    surrogate).
+
+    :raises InvalidLogMessageError: it is not such a string.
+    """
+    if not isinstance(level, str):
+        raise InvalidLogMessageError(
+            f"log_level must be a str, not {type(level).__name__} ({describe(level)})"
+        )
+    text = level if type(level) is str else str.__str__(level)
+    if not valid_text(text):
+        raise InvalidLogMessageError(
+            f"log_level must be valid Unicode (no lone surrogates), not {describe(text)}"
+        )
+    return text

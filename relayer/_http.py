@@ -17,16 +17,18 @@ from ._encoding import FIELD_LIMIT, clip
 from ._ids import incoming_request_id
 from ._redact import Redactor
 from ._relayer import Relayer
-from ._scope import Scope
+from ._unit import UnitOfWork
 
 HeaderGetter = Callable[[str], Optional[str]]
 
 
-def open_request(relayer: Relayer, request_id: Optional[str], traceparent: Optional[str]) -> Scope:
+def open_request(
+    relayer: Relayer, request_id: Optional[str], traceparent: Optional[str]
+) -> UnitOfWork:
     """Start the unit of work of a request, with the caller's request id (the
     value of ``request_id_header``) and W3C ``traceparent`` when they are usable.
     """
-    return relayer.open_scope(incoming_request_id(request_id), traceparent)
+    return relayer.open_unit(incoming_request_id(request_id), traceparent)
 
 
 def request_fields(
@@ -100,7 +102,7 @@ def scan_response_headers(
 
 def finish_request(
     relayer: Relayer,
-    scope: Scope,
+    scope: UnitOfWork,
     fields: Dict[str, Any],
     status: Optional[int],
     content_length: Optional[int],

@@ -19,7 +19,7 @@ import logging
 from typing import Any, Dict, Union
 
 from ._encoding import LINE_LIMIT, clip, valid_text
-from ._scope import LINE_OVERHEAD, current_scope
+from ._unit import LINE_OVERHEAD, current_unit
 
 __all__ = ["RelayerLogHandler", "capture_logging"]
 
@@ -31,8 +31,8 @@ class RelayerLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Append ``record`` to the current unit of work's lines, if there is one."""
-        scope = current_scope()
-        if scope is None:
+        unit = current_unit()
+        if unit is None:
             return
         name = record.name
         if name == "relayer" or name.startswith("relayer."):
@@ -45,7 +45,7 @@ class RelayerLogHandler(logging.Handler):
             if record.exc_info:
                 extra["exc_info"] = _json_safe(self._formatter.formatException(record.exc_info))
                 size += len(extra["exc_info"])
-            scope.add((level, message, record.created, extra), size)
+            unit.add((level, message, record.created, extra), size)
         except Exception:
             self.handleError(record)
 

@@ -21,176 +21,30 @@ down, and so that every message is accounted for:
 from __future__ import annotations
 
 import atexit
-import ctypes
-import itertools
 import logging
 import os
-import re
 import threading
 import time
-from collections import Counter
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Set, Union
 
 import confluent_kafka
 
 from . import _settings
+from ._accounts import Accounts, LibrdkafkaLog, poll_forever, reason_of
+from ._client import Client, ClientFactory, Headers
 from ._redact import redacted_config
+from ._settings import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback
 from .exceptions import ConfigurationError
 
 logger = logging.getLogger("relayer")
+_DEBUG = logging.DEBUG
+_debug = logger.isEnabledFor
 
-#: librdkafka settings relayer uses unless ``producer_opts`` overrides them.
-DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
-    # acks=all, retries without duplicates, per-partition order kept.
-    "enable.idempotence": True,
-    # JSON compresses well; lz4 costs the least CPU of the codecs.
-    "compression.type": "lz4",
-    "linger.ms": 5,
-    # The Java client's partitioner: a key lands on the same partition
-    # whichever client (or the original, kafka-python based relayer) wrote it.
-    "partitioner": "murmur2_random",
-    # A bounded buffer: past either limit new messages are dropped and counted.
-    "queue.buffering.max.messages": 100_000,
-    "queue.buffering.max.kbytes": 65_536,
-    "client.id": "relayer",
-}
-
-#: The part of librdkafka's error texts that changes each time.
-_VARYING = re.compile(r" \(after \d+ms in state \w+(, \d+ identical error\(s\) suppressed)?\)")
-
-Headers = List[Tuple[str, Union[str, bytes, None]]]
-
-DeliveryErrorCallback = Callable[[confluent_kafka.KafkaError, str, Optional[bytes]], None]
-
-
-class _LibrdkafkaLog:
-    """Where librdkafka's own log lines go (served by the poller thread): the
-    ``relayer.librdkafka`` logger, one line per facility (``FAIL``,
-    ``ERROR``…) per ``interval`` seconds. While a broker is down librdkafka
-    logs every reconnection attempt; its errors are counted and reported
-    anyway, so the repeats add nothing.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.last: Dict[str, float] = {}
-
-    def log(self, level: int, fmt: str, facility: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last.get(facility, -self.interval) >= self.interval:
-            self.last[facility] = now
-            _librdkafka_logger.log(level, fmt, facility, *args)
-
-
-_librdkafka_logger = logging.getLogger("relayer.librdkafka")
 
 #: How long :meth:`DeliveryProducer.close` waits, after purging, for the
 #: reports of the purged messages (librdkafka queues those of the messages
 #: in flight a moment later; it takes well under a millisecond).
 _PURGE_WAIT = 0.5
-
-
-class _Accounts:
-    """Counters shared with librdkafka's callbacks (kept apart from the
-    producer so that the librdkafka handle holds no reference back to it).
-    """
-
-    def __init__(self, on_delivery_error: Optional[DeliveryErrorCallback]) -> None:
-        self.lock = threading.Lock()
-        #: One tick per message librdkafka took (or that was dropped).
-        #: ``next()`` on an ``itertools.count`` is atomic, so the hot path
-        #: takes no lock.
-        self.calls = itertools.count()
-        self.failed = 0
-        self.dropped = 0
-        #: Of the failed: purged while in flight (sent, not acknowledged).
-        self.purged_in_flight = 0
-        #: Set once close() has counted what it gave up on: later reports
-        #: (if librdkafka served any while being destroyed) are not counted twice.
-        self.closed = False
-        self.unreported: Counter[str] = Counter()
-        self.logged: Set[str] = set()  # reasons of unexpected errors already logged
-        self.on_delivery_error = on_delivery_error
-
-    def on_delivery(self, err: Optional[confluent_kafka.KafkaError], msg: Any) -> None:
-        # librdkafka reports failures only (delivery.report.only.error): a
-        # Python call per delivered message would halve the throughput.
-        if err is None or self.closed:
-            return
-        with self.lock:
-            self.failed += 1
-            if err.code() == confluent_kafka.KafkaError._PURGE_INFLIGHT:
-                self.purged_in_flight += 1
-            self.unreported[f"failed ({err.str()})"] += 1
-        callback = self.on_delivery_error
-        if callback is not None:
-            try:
-                callback(err, msg.topic(), msg.key())
-            except Exception:
-                logger.exception("relayer: on_delivery_error callback raised")
-
-    def on_error(self, err: confluent_kafka.KafkaError) -> None:
-        reason = _VARYING.sub("", err.str())
-        with self.lock:
-            self.unreported[f"client error ({reason})"] += 1
-
-    def error_callback(
-        self, user_callback: Optional[Callable[[confluent_kafka.KafkaError], None]]
-    ) -> Callable[[confluent_kafka.KafkaError], None]:
-        """Return librdkafka's ``error_cb``: count the error, then call the user's own."""
-        if user_callback is None:
-            return self.on_error
-
-        def both(err: confluent_kafka.KafkaError) -> None:
-            self.on_error(err)
-            try:
-                user_callback(err)
-            except Exception:
-                logger.exception("relayer: the error_cb of producer_opts raised")
-
-        return both
-
-    def drop(self, reason: str) -> None:
-        """Count one message as produced and dropped (together: stats() never
-        sees one without the other).
-        """
-        with self.lock:
-            next(self.calls)
-            self.dropped += 1
-            self.unreported[f"dropped ({reason})"] += 1
-
-    def unexpected(self, exc: Exception) -> None:
-        """Count as dropped a message whose ``send`` raised something other
-        than BufferError or KafkaException; log the first of each kind.
-        """
-        reason = f"send raised {type(exc).__name__}"
-        with self.lock:
-            first = reason not in self.logged
-            self.logged.add(reason)
-        self.drop(reason)
-        if first:
-            logger.error(
-                "relayer: producing a message raised %r: it is dropped and counted "
-                "(as are the next ones that raise %s; they are not logged again)",
-                exc,
-                type(exc).__name__,
-                exc_info=exc,
-            )
-
-    def produced(self) -> int:
-        """How many messages librdkafka took or were dropped so far."""
-        # An itertools.count shows its next value only through its repr.
-        return int(repr(self.calls)[6:-1])
-
-    def report(self) -> None:
-        """Log, in one line, what failed or was dropped since the last report."""
-        with self.lock:
-            unreported, self.unreported = self.unreported, Counter()
-        if unreported:
-            logger.warning(
-                "relayer: delivery problems since the last report: %s",
-                ", ".join(f"{n} {why}" for why, n in unreported.most_common()),
-            )
 
 
 class DeliveryProducer:
@@ -220,7 +74,7 @@ class DeliveryProducer:
         report_interval = _settings.seconds("report_interval", report_interval)
         on_delivery_error = _settings.callback("on_delivery_error", on_delivery_error)
         _settings.buffer_bounds(config)
-        _validate(config, report_interval)
+        _settings.librdkafka_accepts(config, LibrdkafkaLog(report_interval))
         self._config = config
         #: The librdkafka settings in force (with librdkafka's own defaults
         #: for message.max.bytes filled in).
@@ -234,17 +88,15 @@ class DeliveryProducer:
         _live.add(self)
 
     def _init_process_state(self) -> None:
+        #: This process's librdkafka handle, once built (with its poller).
         self._rdk: Optional[confluent_kafka.Producer] = None
+        #: Where messages go: ``_rdk``, or a test double's client
+        #: (:func:`set_client_factory`); ``None`` until the first message.
+        self._client: Optional[Client] = None
         self._build_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: Optional[threading.Thread] = None
-        self._accounts = _Accounts(self._on_delivery_error)
-        #: Counts one message ``send`` queued (atomic: no lock needed).
-        self.count: Callable[[], int] = self._accounts.calls.__next__
-        #: ``produce`` of this process's librdkafka handle once it is built;
-        #: until then, a stand-in that builds it (and, once closed, raises
-        #: KafkaException so that the message is dropped).
-        self.send: Callable[..., None] = self._send_first
+        self._accounts = Accounts(self._on_delivery_error)
         self._closed = False
         self._unusable = ""  # why librdkafka refused to start, if it did
 
@@ -264,29 +116,22 @@ class DeliveryProducer:
         is dropped and counted. A ``str`` key must be valid Unicode
         (librdkafka gets it as UTF-8).
         """
+        if _debug(_DEBUG):
+            _log_message(topic, key, value)
         try:
-            self.send(topic, value, key, -1, None, None, 0, headers)
+            client = self._client
+            if client is None:
+                client = self._connect()
+            # Positional: keywords cost confluent-kafka 0.5 µs (benchmarks §1).
+            client.produce(topic, value, key, -1, None, None, 0, headers)
         except Exception as exc:
-            self.refused(exc, topic, value, key, headers)
+            self._refused(exc, topic, value, key, headers)
         else:
-            self.count()
+            # Counted once librdkafka has it, so that stats() never takes one
+            # not queued yet for delivered; _refused counts the others.
+            self._accounts.count()
 
-    # The hot path of ``produce`` for callers that inline it (Relayer.emit):
-    #
-    #     try:
-    #         producer.send(topic, value, key, -1, None, None, 0, headers)
-    #     except Exception as exc:
-    #         producer.refused(exc, topic, value, key, headers)
-    #     else:
-    #         producer.count()
-    #
-    # ``send`` is positional (a keyword argument costs confluent-kafka
-    # 0.5 µs). ``count()`` comes after ``send``, and only when it returned:
-    # a message is counted once librdkafka has it, so that stats() never
-    # takes one that is not queued yet for delivered; ``refused`` counts
-    # the others itself (queued after a wait, or dropped).
-
-    def refused(
+    def _refused(
         self,
         exc: Exception,
         topic: str,
@@ -304,7 +149,7 @@ class DeliveryProducer:
             else:
                 self._accounts.drop("buffer full")
         elif isinstance(exc, confluent_kafka.KafkaException):
-            self._accounts.drop(_reason(exc))
+            self._accounts.drop(reason_of(exc))
         else:
             self._accounts.unexpected(exc)
 
@@ -315,18 +160,25 @@ class DeliveryProducer:
         """
         self._accounts.drop(reason)
 
-    def _send_first(self, topic: str, value: bytes, key: Any, *args: Any) -> None:
-        """``send`` until this process has a handle: build it, then produce;
-        once closed (or if librdkafka cannot start), raise KafkaException,
-        which ``refused`` counts as a drop.
+    def _connect(self) -> Client:
+        """Make (or find) the client messages go to now: a test double's, if
+        one is set (:func:`set_client_factory`), else this process's librdkafka
+        handle, built on first use.
+
+        :raises KafkaException: the producer is closed, or librdkafka cannot start.
         """
-        rdk = self._build()
-        if rdk is None:
-            reason = self._unusable or "producer closed"
-            raise confluent_kafka.KafkaException(
-                confluent_kafka.KafkaError(confluent_kafka.KafkaError._STATE, reason)
-            )
-        rdk.produce(topic, value, key, *args)
+        with self._build_lock:
+            if self._closed or self._unusable:
+                reason = self._unusable or "producer closed"
+                raise confluent_kafka.KafkaException(
+                    confluent_kafka.KafkaError(confluent_kafka.KafkaError._STATE, reason)
+                )
+            if _factory is not None:
+                client: Client = _factory(self.config)
+            else:
+                client = self._build()
+            self._client = client
+            return client
 
     def _produce_when_room(
         self,
@@ -344,62 +196,64 @@ class DeliveryProducer:
             if remaining <= 0:
                 self._accounts.drop("buffer full")
                 return
-            rdk = self._rdk
-            if rdk is None or self._closed:  # closed meanwhile
+            client = self._client
+            if client is None or self._closed:  # closed meanwhile
                 self._accounts.drop("producer closed")
                 return
             try:
-                rdk.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
-                rdk.produce(topic, value, key, headers=headers)
+                client.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
+                client.produce(topic, value, key, -1, None, None, 0, headers)
             except BufferError:
                 continue
             except confluent_kafka.KafkaException as exc:
-                self._accounts.drop(_reason(exc))
+                self._accounts.drop(reason_of(exc))
                 return
             except Exception as exc:
                 self._accounts.unexpected(exc)
                 return
-            self.count()
+            self._accounts.count()
             return
 
-    def _build(self) -> Optional[confluent_kafka.Producer]:
-        with self._build_lock:
-            if self._closed:
-                return None
-            if self._rdk is None and not self._unusable:
-                accounts = self._accounts
-                config = {
-                    "logger": _LibrdkafkaLog(self.report_interval),
-                    **self._config,
-                    "delivery.report.only.error": True,
-                    "on_delivery": accounts.on_delivery,
-                    "error_cb": accounts.error_callback(self._user_error_cb),
-                }
-                logger.debug(
-                    "relayer: starting a producer in process %d with %s",
-                    os.getpid(),
-                    redacted_config(self._config),
-                )
-                try:
-                    rdk = confluent_kafka.Producer(config)
-                except Exception as exc:
-                    # Settings were checked at construction; what fails here
-                    # depends on the machine (a CA file that went missing…),
-                    # or is bootstrap.servers, which the check leaves out.
-                    self._unusable = f"producer could not start: {_reason(exc)}"
-                    logger.error("relayer: %s; its messages are dropped", self._unusable)
-                    return None
-                self._poller = threading.Thread(
-                    target=_poll_forever,
-                    args=(rdk, accounts, self._stop, self.report_interval),
-                    name="relayer-poller",
-                    daemon=True,
-                )
-                self._poller.start()
-                self._rdk = rdk
-            if self._rdk is not None:
-                self.send = self._rdk.produce
-            return self._rdk
+    def _build(self) -> confluent_kafka.Producer:
+        """Build (once) the librdkafka handle of this process, and its poller
+        (call with ``_build_lock`` held).
+
+        :raises KafkaException: librdkafka cannot start.
+        """
+        if self._rdk is None:
+            accounts = self._accounts
+            config = {
+                "logger": LibrdkafkaLog(self.report_interval),
+                **self._config,
+                "delivery.report.only.error": True,
+                "on_delivery": accounts.on_delivery,
+                "error_cb": accounts.error_callback(self._user_error_cb),
+            }
+            logger.debug(
+                "relayer: starting a producer in process %d with %s",
+                os.getpid(),
+                redacted_config(self._config),
+            )
+            try:
+                rdk = confluent_kafka.Producer(config)
+            except Exception as exc:
+                # Settings were checked at construction; what fails here
+                # depends on the machine (a CA file that went missing…),
+                # or is bootstrap.servers, which the check leaves out.
+                self._unusable = f"producer could not start: {reason_of(exc)}"
+                logger.error("relayer: %s; its messages are dropped", self._unusable)
+                raise confluent_kafka.KafkaException(
+                    confluent_kafka.KafkaError(confluent_kafka.KafkaError._STATE, self._unusable)
+                ) from None
+            self._poller = threading.Thread(
+                target=poll_forever,
+                args=(rdk, accounts, self._stop, self.report_interval),
+                name="relayer-poller",
+                daemon=True,
+            )
+            self._poller.start()
+            self._rdk = rdk
+        return self._rdk
 
     # -- delivery ------------------------------------------------------------
 
@@ -412,8 +266,8 @@ class DeliveryProducer:
 
         Its count may include an event not served yet, hence at most ``most``.
         """
-        rdk = self._rdk
-        return min(len(rdk), most) if rdk is not None else 0
+        client = self._client
+        return min(len(client), most) if client is not None else 0
 
     def flush(self, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for delivery; return how many are still pending.
@@ -425,9 +279,9 @@ class DeliveryProducer:
         :class:`~relayer.ConfigurationError` at once, without waiting.
         """
         wait = _settings.seconds("timeout", timeout)
-        rdk = self._rdk
-        if rdk is not None:
-            rdk.flush(min(wait, _settings.LONGEST_WAIT))
+        client = self._client
+        if client is not None:
+            client.flush(min(wait, _settings.LONGEST_WAIT))
         return self.pending()
 
     def stats(self) -> Dict[str, int]:
@@ -442,7 +296,7 @@ class DeliveryProducer:
             failed, dropped = accounts.failed, accounts.dropped
             # The poller may count a failure before the thread that queued
             # the message counts it produced: it was produced all the same.
-            produced = max(accounts.produced(), failed + dropped)
+            produced = max(accounts.produced, failed + dropped)
         # delivered is a subtraction: counting each delivery would take a
         # Python callback per message, which halves the throughput (hence
         # delivery.report.only.error). It never overstates, as each term
@@ -485,7 +339,7 @@ class DeliveryProducer:
             if self._closed:
                 return 0
             self._closed = True
-            self.send = self._send_first  # which now drops
+            self._client = None  # a message produced from now on is dropped
             rdk = self._rdk
         _live.discard(self)
         given_up = 0
@@ -494,7 +348,7 @@ class DeliveryProducer:
             self._stop.set()
             if self._poller is not None:
                 self._poller.join()
-            if self.pending():
+            if len(rdk):
                 given_up = self._give_up(rdk)
             self._rdk = None
         self._accounts.report()
@@ -514,8 +368,8 @@ class DeliveryProducer:
         rdk.flush(_PURGE_WAIT)
         with accounts.lock:
             # Reports librdkafka did not hand over: their fate is unknown.
-            unaccounted = accounts.produced() - accounts.failed - accounts.dropped
-            unknown = max(self._in_queue(unaccounted), 0)
+            unaccounted = accounts.produced - accounts.failed - accounts.dropped
+            unknown = max(min(len(rdk), unaccounted), 0)
             if unknown:
                 accounts.failed += unknown
                 accounts.unreported["failed (not confirmed when closed)"] += unknown
@@ -545,47 +399,9 @@ class DeliveryProducer:
 _RESERVED = ("on_delivery", "callback", "delivery.report.only.error", "dr_cb", "dr_msg_cb")
 
 
-def _reason(exc: Exception) -> str:
-    """The text of a KafkaException's error, as librdkafka put it (else the repr)."""
-    error = exc.args[0] if exc.args else None
-    return error.str() if isinstance(error, confluent_kafka.KafkaError) else repr(exc)
-
-
-def _validate(config: Mapping[str, Any], report_interval: float) -> None:
-    """Refuse settings librdkafka would refuse, now rather than at the first message.
-
-    A throwaway handle without ``bootstrap.servers`` checks every other
-    setting without connecting anywhere (about a millisecond). Its log lines
-    (many, with ``debug`` set) go where the real producer's go, the
-    ``relayer.librdkafka`` logger, never to stderr: with a ``logger``,
-    librdkafka queues them, ``poll`` serves them, and the few it logs while
-    it is destroyed are dropped with its queue.
-    """
-    probe = {
-        "logger": _LibrdkafkaLog(report_interval),
-        **{k: v for k, v in config.items() if k != "bootstrap.servers"},
-        "log_level": 0,
-    }
-    try:
-        handle = confluent_kafka.Producer(probe)
-    except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
-        detail = exc.args[0].str() if isinstance(exc, confluent_kafka.KafkaException) else exc
-        raise ConfigurationError(f"invalid producer setting: {detail}") from exc
-    handle.poll(0)
-
-
-def _poll_forever(
-    rdk: confluent_kafka.Producer,
-    accounts: _Accounts,
-    stop: threading.Event,
-    report_interval: float,
-) -> None:
-    next_report = time.monotonic()  # the first problem is reported at once
-    while not stop.is_set():
-        rdk.poll(0.1)
-        if accounts.unreported and time.monotonic() >= next_report:
-            accounts.report()
-            next_report = time.monotonic() + report_interval
+def _log_message(topic: str, key: Union[str, bytes, None], value: bytes) -> None:
+    """Log a message being produced, at DEBUG (as the original relayer did)."""
+    logger.debug("relayer: producing to %s (key=%r): %s", topic, key, value.decode())
 
 
 # -- process-wide handling: exit and fork ---------------------------------
@@ -608,17 +424,41 @@ def _close_all_at_exit() -> None:
             logger.exception("relayer: error while closing a producer at exit")
 
 
-def _forget_parent_producers() -> None:
-    """In a forked child, drop the parent's librdkafka handles.
+def set_client_factory(factory: Optional[ClientFactory]) -> Optional[ClientFactory]:
+    """The seam for test doubles: from now on every producer of this process
+    sends through a client made by ``factory(config)`` (``None``: librdkafka's
+    own again); return the factory that was set before.
 
-    Their threads did not survive the fork, so they can neither deliver nor
-    be destroyed safely (destroying one joins threads that do not exist):
-    each is leaked on purpose, and the child builds its own on first use.
+    Each producer makes its client at its next message. A librdkafka handle a
+    producer already has is kept (with what it holds) for when the factory is
+    taken away. :class:`relayer.testing.RelayerPatch` is built on this.
+    """
+    global _factory
+    previous, _factory = _factory, factory
+    for producer in list(_live):
+        with producer._build_lock:
+            producer._client = None
+    return previous
+
+
+#: Set by :func:`set_client_factory`.
+_factory: Optional[ClientFactory] = None
+
+#: The librdkafka handles of the parent process, in a forked child: kept
+#: referenced for good, as destroying one would join threads that did not
+#: survive the fork.
+_orphans: List[confluent_kafka.Producer] = []
+
+
+def _forget_parent_producers() -> None:
+    """In a forked child, let every producer start afresh.
+
+    The parent's handles cannot deliver here (their threads did not survive
+    the fork); each producer builds its own on first use.
     """
     for producer in list(_live):
-        rdk = producer._rdk
-        if rdk is not None:
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(rdk))
+        if producer._rdk is not None:
+            _orphans.append(producer._rdk)
         producer._init_process_state()
 
 

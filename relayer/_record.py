@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import orjson
 
 from ._encoding import FIELD_LIMIT, clip, dumps
-from ._scope import Fragment, Scope, utc
+from ._unit import Fragment, UnitOfWork, utc
 from .exceptions import (
     ConfigurationError,
     InvalidFieldError,
@@ -112,7 +112,7 @@ class RecordBuilder:
         if service_version is not None:
             self._sender["version"] = service_version
 
-    def keep(self, scope: Scope, failed: bool) -> bool:
+    def keep(self, scope: UnitOfWork, failed: bool) -> bool:
         """Whether a unit of work's record is written: failed and slow ones
         always are, the others with probability ``sample_rate``.
         """
@@ -134,7 +134,7 @@ class RecordBuilder:
             sender = self._sender = {**sender, "pid": _pid}
         return sender
 
-    def unit_record(self, scope: Scope, fields: Mapping[str, Any]) -> Dict[str, Any]:
+    def unit_record(self, scope: UnitOfWork, fields: Mapping[str, Any]) -> Dict[str, Any]:
         """The record of ``scope``, with request or call ``fields``."""
         record: Dict[str, Any] = {
             "source": self.source,

@@ -5,7 +5,7 @@ handler, Quart…) and imports none of them:
 
 .. code-block:: python
 
-    app.add_middleware(RelayerMiddleware, logging_topic="logs", kafka_hosts="kafka:9092")
+    app.add_middleware(ASGIMiddleware, logging_topic="logs", kafka_hosts="kafka:9092")
 
 Each ``http`` request gets its own scope, current while the application runs
 (it runs in the middleware's task, so ``relayer.current()``, a
@@ -55,9 +55,9 @@ from ._http import (
     scan_response_headers,
 )
 from ._relayer import Relayer
-from ._scope import Scope, enter, leave
+from ._unit import UnitOfWork, enter, leave
 
-__all__ = ["RelayerMiddleware"]
+__all__ = ["ASGIMiddleware", "RelayerMiddleware"]
 
 ASGIScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,13 +68,13 @@ ASGIApp = Callable[[ASGIScope, Receive, Send], Awaitable[None]]
 _LATIN_1 = "latin-1"
 
 
-class RelayerMiddleware:
+class ASGIMiddleware:
     """Wrap an ASGI application so that every HTTP request writes one record.
 
     Pass either a ready :class:`~relayer.Relayer` as ``relayer=`` or the
     arguments to build one (``logging_topic``, ``kafka_hosts`` and any other
     :class:`~relayer.Relayer` keyword). All are keywords as well, so that
-    ``app.add_middleware(RelayerMiddleware, logging_topic=..., kafka_hosts=...)``
+    ``app.add_middleware(ASGIMiddleware, logging_topic=..., kafka_hosts=...)``
     works. The relayer is :attr:`relayer`.
     """
 
@@ -152,7 +152,7 @@ class _Response:
         self.content_length: Optional[int] = None
         self.sent = 0  # body bytes
 
-    def start(self, message: Message, header_name: str, unit: Scope) -> Message:
+    def start(self, message: Message, header_name: str, unit: UnitOfWork) -> Message:
         """Note status and ``content-length``; return ``message`` with the request id."""
         self.status = int(message["status"])
         raw = list(message.get("headers") or ())
@@ -190,3 +190,7 @@ def _header_getter(headers: Iterable[Tuple[bytes, bytes]]) -> HeaderGetter:
         return None if values is None else b", ".join(values).decode("utf-8", "replace")
 
     return header
+
+
+#: The original name, kept so that existing imports work.
+RelayerMiddleware = ASGIMiddleware

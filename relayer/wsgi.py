@@ -40,17 +40,17 @@ from ._http import finish_request, open_request, scan_response_headers
 from ._http import request_fields as _request_fields
 from ._redact import Redactor
 from ._relayer import Relayer
-from ._scope import Scope, enter, leave
+from ._unit import UnitOfWork, enter, leave
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["RelayerMiddleware", "request_fields"]
+__all__ = ["RelayerMiddleware", "WSGIMiddleware", "request_fields"]
 
 _NO_BODY_STATUSES = frozenset({"204", "304", "100", "101", "102", "103"})
 
 
-class RelayerMiddleware:
+class WSGIMiddleware:
     """Wrap a WSGI application so that every request writes one record.
 
     Pass either a ready :class:`~relayer.Relayer` as ``relayer=`` or the
@@ -113,7 +113,7 @@ class RelayerMiddleware:
 
     def _finish(
         self,
-        scope: Scope,
+        scope: UnitOfWork,
         environ: WSGIEnvironment,
         status: Optional[str],
         content_length: Optional[int],
@@ -130,14 +130,14 @@ class _StreamedBody:
     def __init__(
         self,
         body: Iterable[bytes],
-        scope: Scope,
-        middleware: RelayerMiddleware,
+        scope: UnitOfWork,
+        middleware: WSGIMiddleware,
         environ: WSGIEnvironment,
         sent: List[Any],
     ) -> None:
         self._body = body
         self._chunks: Iterator[bytes] = iter(body)
-        self._scope = scope
+        self._unit = scope
         self._middleware = middleware
         self._environ = environ
         self._sent = sent
@@ -148,7 +148,7 @@ class _StreamedBody:
         return self
 
     def __next__(self) -> bytes:
-        token = enter(self._scope)
+        token = enter(self._unit)
         try:
             chunk = next(self._chunks)
         except StopIteration:
@@ -167,7 +167,7 @@ class _StreamedBody:
         close = getattr(self._body, "close", None)
         try:
             if close is not None:
-                token = enter(self._scope)
+                token = enter(self._unit)
                 try:
                     close()
                 finally:
@@ -178,9 +178,7 @@ class _StreamedBody:
     def _finish(self, failed: bool = False) -> None:
         if not self._finished:
             self._finished = True
-            self._middleware._finish(
-                self._scope, self._environ, self._sent[0], self._length, failed
-            )
+            self._middleware._finish(self._unit, self._environ, self._sent[0], self._length, failed)
 
 
 def request_fields(
@@ -222,3 +220,7 @@ def _wsgi_str(value: str) -> str:
     except UnicodeEncodeError:  # not a PEP 3333 str: text already (lone surrogates are replaced)
         raw = value.encode("utf-8", "surrogatepass")
     return raw.decode("utf-8", "replace")
+
+
+#: The original name, kept so that existing imports work.
+RelayerMiddleware = WSGIMiddleware

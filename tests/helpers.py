@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class Str(str):
     """A ``str`` subclass with nothing overridden."""
@@ -32,3 +34,7 @@ class UnprintableError(Exception):
 
     def __str__(self) -> str:
         raise ValueError("UnprintableError.__str__")
+
+
+#: A request id relayer made: 32 lowercase hex digits.
+HEX32 = re.compile("[0-9a-f]{32}")

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from relayer import InvalidFieldError, Relayer
-from relayer._scope import MAX_TIMERS, Scope, enter, leave
+from relayer._unit import MAX_TIMERS
 from relayer.rpc import make_rpc_relayer
 
 from .helpers import RaisingStr, UnprintableError
@@ -31,7 +31,7 @@ class TestFlood:
         def call(relayer=None):
             for i in range(lines):
                 relayer.log("info", f"line {i:06d}")
-            scope = relayer.scope
+            scope = relayer.unit
             kept = len(scope.lines) + len(scope._tail or ())
             assert kept < 20_000  # held in memory, not 200,000
             return kept
@@ -141,11 +141,9 @@ class TestErrors:
 
     def test_a_record_that_cannot_be_built_is_a_counted_drop(self, relayer_patch, caplog):
         relayer = Relayer("logs", "k:1")
-        scope = Scope(relayer)
-        token = enter(scope)
-        relayer.log("info", "x")
-        leave(token)
-        relayer.write_record(scope, {"bad": object()})  # fields no middleware would give
+        unit = relayer.open_unit()
+        relayer._log(unit, "info", "x")
+        relayer.write_record(unit, {"bad": object()})  # fields no middleware would give
         assert relayer_patch.produced_messages["logs"] == []
         stats = relayer.stats()
         assert stats["produced"] == stats["dropped"] == 1

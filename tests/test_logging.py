@@ -5,7 +5,6 @@ import logging
 import pytest
 
 from relayer import Relayer, RelayerLogHandler, capture_logging
-from relayer._scope import enter, leave
 
 
 @pytest.fixture
@@ -20,13 +19,8 @@ def capture():
 
 
 def run_unit(relayer, body):
-    scope = relayer.open_scope()
-    token = enter(scope)
-    try:
+    with relayer.unit_of_work("job"):
         body()
-    finally:
-        leave(token)
-    relayer.write_record(scope, {})
 
 
 def test_lines_from_logging(capture, relayer_patch):
@@ -89,17 +83,12 @@ def test_surrogates_are_escaped_not_fatal(capture, relayer_patch):
 @pytest.mark.parametrize("lines", [5_000, 50_000])
 def test_captured_lines_are_clipped_and_bounded(capture, relayer_patch, lines):
     relayer = Relayer("logs", "k:1")
-    scope = relayer.open_scope()
-    token = enter(scope)
-    try:
+    with relayer.unit_of_work("job") as unit:
         log = logging.getLogger("app")
         log.warning("w" * 2_000_000)
         for i in range(lines):
             log.info("captured %d", i)
-    finally:
-        leave(token)
-    held = len(scope.lines) + len(scope._tail or ())
-    relayer.write_record(scope, {})
+        held = len(unit.unit.lines) + len(unit.unit._tail or ())
     record = relayer_patch.messages("logs")[0]
     assert record["lines"][-1]["payload"] == f"captured {lines - 1}"
     if lines == 5_000:  # everything fits: the huge line is kept, clipped

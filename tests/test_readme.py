@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relayer.test import RelayerPatch
+from relayer.testing import RelayerPatch
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
@@ -58,3 +58,17 @@ def test_python_example(code, monkeypatch):
 @pytest.mark.parametrize("code", JSON, ids=[f"json-{i}" for i in range(len(JSON))])
 def test_json_example_parses(code):
     assert isinstance(orjson.loads(code), dict)
+
+
+def test_the_configuration_table_lists_every_setting_and_its_flask_key():
+    from relayer._settings import flask_key, names_of_settings
+
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1]
+    rows = {
+        cells[0]: cells[1]
+        for line in section.split("\n## ", 1)[0].splitlines()
+        if line.startswith("| `")
+        for cells in [[cell.strip().strip("`") for cell in line.strip("|").split("|")]]
+    }
+    for name in names_of_settings():
+        assert rows.get(name) == flask_key(name), f"README's configuration table: {name}"

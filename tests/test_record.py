@@ -1,4 +1,4 @@
-"""Records: which lines an oversized record gives up, set() fields, building from a scope."""
+"""Records: which lines an oversized record gives up, set() fields, building from a unit."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from relayer._record import (
     encode_record,
     encoded_field,
 )
-from relayer._scope import Fragment, Scope, enter, leave
+from relayer._unit import Fragment, UnitOfWork
 
 AT = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -293,12 +293,9 @@ class TestEncodedField:
 
     def test_a_2mb_value_no_longer_costs_the_record(self, relayer_patch):
         relayer = Relayer("logs", "a:1")
-        scope = Scope(relayer)
-        token = enter(scope)
-        relayer.set("big", "b" * 2_000_000)
-        relayer.log("info", "still here")
-        leave(token)
-        relayer.write_record(scope, {"status": 200})
+        with relayer.unit_of_work("job"):
+            relayer.set("big", "b" * 2_000_000)
+            relayer.log("info", "still here")
         [record] = relayer_patch.messages("logs")
         assert record["big"].endswith("characters, clipped]")
         assert record["lines"][0]["payload"] == "still here"
@@ -340,13 +337,10 @@ class TestEncodedField:
 
     def test_a_lone_surrogate_name_no_longer_loses_the_record(self, relayer_patch):
         relayer = Relayer("logs", "a:1")
-        scope = Scope(relayer)
-        token = enter(scope)
-        with pytest.raises(InvalidFieldError):
-            relayer.set("\ud800", 1)
-        relayer.set("fine", 2)
-        leave(token)
-        relayer.write_record(scope, {"status": 200})
+        with relayer.unit_of_work("job"):
+            with pytest.raises(InvalidFieldError):
+                relayer.set("\ud800", 1)
+            relayer.set("fine", 2)
         assert relayer_patch.messages("logs")[0]["fine"] == 2
 
     def test_reserved_names_and_bad_values_still_refused(self):
@@ -356,7 +350,7 @@ class TestEncodedField:
             encoded_field("x", object())
 
 
-# -- 3. building a record from a scope -------------------------------------------
+# -- 3. building a record from a unit -------------------------------------------
 
 
 class TestUnitRecord:
@@ -370,15 +364,15 @@ class TestUnitRecord:
         return RecordBuilder("src", "logs", **{**options, **kwargs})
 
     def test_every_kind_of_line_field_and_timing(self, relayer_patch):
-        scope = Scope(Relayer("logs", "a:1"), "req-1", "a" * 32, "b" * 16)
-        scope.lines.append(Fragment(b'{"event_type":"e"}'))
-        scope.lines.append(("info", "plain", 1_700_000_000.5))
-        scope.lines.append(("debug", Fragment(b'{"k":1}'), 1_700_000_001.0))
-        scope.lines.append(("error", "boom", 1_700_000_002.0, {"logger": "app", "exc_info": "tb"}))
-        scope.fields["custom"] = encoded_field("custom", [1, 2])
-        scope.add_timing("db", 1.23456)
-        scope.add_timing("db", 1.0)
-        built = self.builder().unit_record(scope, {"status": 201})
+        unit = UnitOfWork(Relayer("logs", "a:1"), "req-1", "a" * 32, "b" * 16)
+        unit.lines.append(Fragment(b'{"event_type":"e"}'))
+        unit.lines.append(("info", "plain", 1_700_000_000.5))
+        unit.lines.append(("debug", Fragment(b'{"k":1}'), 1_700_000_001.0))
+        unit.lines.append(("error", "boom", 1_700_000_002.0, {"logger": "app", "exc_info": "tb"}))
+        unit.fields["custom"] = encoded_field("custom", [1, 2])
+        unit.add_timing("db", 1.23456)
+        unit.add_timing("db", 1.0)
+        built = self.builder().unit_record(unit, {"status": 201})
         record = orjson.loads(encode_record(built, 10_000))
         assert list(record) == [
             "source", "logging_topic", "date", "status", "request_id", "trace_id",
@@ -395,10 +389,10 @@ class TestUnitRecord:
     def test_a_line_json_cannot_carry_costs_only_itself(self, relayer_patch):
         # e.g. one captured from logging under a logger named with a lone surrogate
         relayer = Relayer("logs", "a:1")
-        scope = Scope(relayer)
-        scope.lines.append(("info", "hi", 1_700_000_000.0, {"logger": "caf\udce9"}))
-        scope.lines.append(("info", "after", 1_700_000_001.0))
-        relayer.write_record(scope, {"status": 200})
+        unit = UnitOfWork(relayer)
+        unit.lines.append(("info", "hi", 1_700_000_000.0, {"logger": "caf\udce9"}))
+        unit.lines.append(("info", "after", 1_700_000_001.0))
+        relayer.write_record(unit, {"status": 200})
         [record] = relayer_patch.messages("logs")
         assert [line["payload"] for line in record["lines"]] == ["after"]
         assert record["truncated_lines"] == 1

@@ -17,7 +17,7 @@ from relayer import (
     RelayerError,
     UnsupportedPartitionKeyTypeError,
 )
-from relayer._scope import Scope, enter, leave
+from relayer.testing import RelayerPatch
 
 from .helpers import RaisingStr, Str, Unprintable
 
@@ -152,19 +152,14 @@ class TestEmit:
 
 class TestLogAndScope:
     def test_lines_in_order(self, relayer, relayer_patch):
-        scope = Scope(relayer)
-        token = enter(scope)
-        try:
+        with relayer.unit_of_work("job"):
             relayer.log("info", "first")
             relayer.emit("e", "s", {"n": 1})
             relayer.log("debug", {"detail": [1, 2]})
-        finally:
-            leave(token)
-        relayer.write_record(scope, {"custom": True})
         [record] = relayer_patch.messages("dev_logs_v1")
         assert list(record) == [
-            "source", "logging_topic", "date", "custom", "request_id", "sender", "sample_rate",
-            "lines",
+            "source", "logging_topic", "date", "service", "service_time", "request_id", "sender",
+            "sample_rate", "lines",
         ]  # fmt: skip
         assert record["logging_topic"] == "logs"
         lines = record["lines"]
@@ -175,13 +170,10 @@ class TestLogAndScope:
         assert iso(lines[0]["timestamp"]) <= iso(lines[2]["timestamp"])
 
     def test_dict_message_is_copied_when_logged(self, relayer, relayer_patch):
-        scope = Scope(relayer)
-        token = enter(scope)
         message = {"n": 1}
-        relayer.log("info", message)
-        message["n"] = 2
-        leave(token)
-        relayer.write_record(scope, {})
+        with relayer.unit_of_work("job"):
+            relayer.log("info", message)
+            message["n"] = 2
         assert relayer_patch.messages("dev_logs_v1")[0]["lines"][0]["payload"] == {"n": 1}
 
     def test_log_outside_unit_of_work_is_its_own_record(self, relayer, relayer_patch):
@@ -202,11 +194,8 @@ class TestLogAndScope:
 
     @pytest.mark.parametrize("message", [1, 2.5, ["x", {"y": None}], None, True, {}])
     def test_any_json_value_is_a_message(self, relayer, relayer_patch, message):
-        scope = Scope(relayer)
-        token = enter(scope)
-        relayer.log("info", message)
-        leave(token)
-        relayer.write_record(scope, {})
+        with relayer.unit_of_work("job"):
+            relayer.log("info", message)
         [line] = relayer_patch.messages("dev_logs_v1")[0]["lines"]
         assert line["payload"] == message
 
@@ -242,20 +231,16 @@ class TestLogAndScope:
             relayer.log("info", {"x": object()})
 
     def test_bad_input_keeps_what_was_accepted(self, relayer, relayer_patch):
-        scope = Scope(relayer)
-        token = enter(scope)
-        relayer.log("info", "kept")
-        with pytest.raises(RelayerError):
-            relayer.emit("e", "s", object())
-        leave(token)
-        relayer.write_record(scope, {})
+        with relayer.unit_of_work("job"):
+            relayer.log("info", "kept")
+            with pytest.raises(RelayerError):
+                relayer.emit("e", "s", object())
         assert [line["payload"] for line in relayer_patch.messages("dev_logs_v1")[0]["lines"]] == [
             "kept"
         ]
 
     def test_write_record_never_raises(self, relayer, relayer_patch, caplog):
-        scope = Scope(relayer)
-        relayer.write_record(scope, {"bad": object()})
+        relayer.write_record(relayer.open_unit(), {"bad": object()})
         assert "could not build the record" in caplog.text
         assert relayer_patch.produced_messages == {}
         stats = relayer.stats()
@@ -327,12 +312,10 @@ class TestSizes:
         assert relayer.flush(10) == 0
         assert relayer.stats()["failed"] == relayer.stats()["dropped"] == 0
 
-        sent = []
-        monkeypatch.setattr(
-            relayer._producer, "send", lambda t, v, k, *a: sent.append((v, k, a[-1]))
-        )
-        relayer.emit("e", "s", "x" * low, partition_key=b"k")
-        value, key, headers = sent[-1]
+        with RelayerPatch() as patch:
+            relayer.emit("e", "s", "x" * low, partition_key=b"k")
+        [(value, key)] = patch.produced_messages["e"]
+        headers = list(patch.mocked_producer.headers("e")[0].items())
         raw = confluent_kafka.Producer({"message.max.bytes": 2000, "bootstrap.servers": "x:1"})
         raw.produce("e", value, key, headers=headers)  # librdkafka takes what emit took
         slack = 0
@@ -347,12 +330,10 @@ class TestSizes:
 
     def test_oversized_record_keeps_first_and_last_lines(self, relayer_patch):
         relayer = Relayer("logs", "a:1", producer_opts={"message.max.bytes": 5000})
-        scope = Scope(relayer)
-        token = enter(scope)
+        unit = relayer.open_unit()
         for i in range(200):
-            relayer.log("info", f"line {i:03d} " + "x" * 50)
-        leave(token)
-        relayer.write_record(scope, {"status": 200})
+            relayer._log(unit, "info", f"line {i:03d} " + "x" * 50)
+        relayer.write_record(unit, {"status": 200})
         [(value, _)] = relayer_patch.produced_messages["logs"]
         assert len(value) + 36 <= 5000
         record = orjson.loads(value)
@@ -408,13 +389,21 @@ def test_emit_counts_a_message_once_librdkafka_has_it(make_relayer, monkeypatch)
     relayer.emit("e", "s", 1)
     assert relayer.flush(10) == 0
     seen = []
-    send = relayer._producer.send
+    client = relayer._producer._client
+    produce = client.produce
 
-    def watched(*args):
-        seen.append(relayer.stats()["delivered"])  # not queued yet: not delivered either
-        send(*args)
+    class Watched:  # the librdkafka client, watched at the moment it is handed a message
+        def produce(self, *args):
+            seen.append(relayer.stats()["delivered"])  # not queued yet: not delivered either
+            produce(*args)
 
-    monkeypatch.setattr(relayer._producer, "send", watched)
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def __len__(self):
+            return len(client)
+
+    monkeypatch.setattr(relayer._producer, "_client", Watched())
     relayer.emit("e", "s", 2)
     assert relayer.flush(10) == 0
     assert seen == [1]

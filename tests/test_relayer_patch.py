@@ -5,8 +5,8 @@ import unittest
 import pytest
 
 from relayer import Relayer
-from relayer._producer import DeliveryProducer
-from relayer.test import MockedProducer, RelayerPatch
+from relayer import _producer
+from relayer.testing import MockedProducer, RelayerPatch
 
 
 class ReadmeStyle(unittest.TestCase):
@@ -49,32 +49,23 @@ def test_relayer_built_before_the_patch_is_patched_too(relayer_patch):
 
 
 def test_stop_restores_the_real_producer():
-    original = DeliveryProducer._send_first
+    relayer = Relayer("logs", "mock:9092", producer_opts={"test.mock.num.brokers": 1})
     patch = RelayerPatch().start()
-    assert DeliveryProducer._send_first is not original
+    relayer.emit("e", "s", "patched")
     patch.stop()
     patch.stop()
-    assert DeliveryProducer._send_first is original
+    relayer.emit("e", "s", "real")
+    assert [m["payload"] for m in patch.messages("e")] == ["patched"]
+    assert relayer._producer._rdk is not None  # librdkafka took the second one
+    assert relayer.flush(10) == 0
+    relayer.close(5)
 
 
 def test_context_manager_restores_on_error():
-    original = DeliveryProducer._send_first
     with pytest.raises(ZeroDivisionError):
         with RelayerPatch():
             raise ZeroDivisionError
-    assert DeliveryProducer._send_first is original
-
-
-def test_nested_patches_each_record_and_unwind():
-    original = DeliveryProducer._send_first
-    relayer = Relayer("logs", "kafka:9092")
-    with RelayerPatch() as outer:
-        with RelayerPatch() as inner:
-            relayer.emit("e", "s", "inner")
-        relayer.emit("e", "s", "outer")
-    assert [m["payload"] for m in inner.messages("e")] == ["inner"]
-    assert [m["payload"] for m in outer.messages("e")] == ["outer"]
-    assert DeliveryProducer._send_first is original
+    assert _producer._factory is None
 
 
 def test_fixture_is_active(relayer_patch):
@@ -130,3 +121,40 @@ def test_flushed_once_a_relayer_flushed():
     assert patch.mocked_producer.flushed is False
     relayer.flush(0)  # after stop() the patch's record no longer changes
     assert patch.mocked_producer.flushed is False
+
+
+class TestTheSeam:
+    """RelayerPatch plugs into the producer's seam for test doubles."""
+
+    def test_a_client_factory_gets_every_message_and_is_put_back(self):
+        from relayer._producer import set_client_factory
+        from relayer.testing import MockedProducer
+
+        relayer = Relayer("logs", "k:1")
+        client = MockedProducer()
+        configs = []
+
+        def factory(config):
+            configs.append(config)
+            return client
+
+        previous = set_client_factory(factory)
+        try:
+            relayer.emit("e", "s", 1)
+            relayer.emit("e", "s", 2)
+        finally:
+            assert set_client_factory(previous) is factory
+        assert [m["payload"] for m in client.messages("e")] == [1, 2]
+        assert configs[0]["bootstrap.servers"] == "k:1"  # one client per producer
+        assert len(configs) == 1
+        assert relayer.stats()["produced"] == 2
+
+    def test_nested_patches_each_record_and_unwind(self):
+        relayer = Relayer("logs", "kafka:9092")
+        with RelayerPatch() as outer:
+            with RelayerPatch() as inner:
+                relayer.emit("e", "s", "inner")
+            relayer.emit("e", "s", "outer")
+        assert [m["payload"] for m in inner.messages("e")] == ["inner"]
+        assert [m["payload"] for m in outer.messages("e")] == ["outer"]
+        assert _producer._factory is None

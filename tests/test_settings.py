@@ -208,3 +208,64 @@ def test_flush_and_close_refuse_timeouts_that_would_hang_even_under_a_patch(rela
     with pytest.raises(ConfigurationError, match="timeout"):
         relayer.close(timeout)
     assert relayer.close(0) == 0
+
+
+class TestOneSettingsObject:
+    def test_every_setting_has_a_flask_key_that_init_app_reads(self, relayer_patch):
+        from flask import Flask
+
+        from relayer import Settings
+        from relayer._settings import flask_key, names_of_settings
+        from relayer.flask import FlaskRelayer
+
+        values = {
+            "logging_topic": "from_config",
+            "kafka_hosts": "k:1",
+            "topic_prefix": "p_",
+            "topic_suffix": "_s",
+            "source": "src",
+            "producer_opts": {"linger.ms": 7},
+            "shutdown_timeout": 3.0,
+            "on_delivery_error": print,
+            "buffer_max_messages": 10,
+            "buffer_max_kbytes": 20,
+            "when_full": "block",
+            "block_timeout": 0.25,
+            "redact_keys": ("ssn",),
+            "capture_logging": False,
+            "request_id_header": "X-Corr",
+            "sample_rate": 0.5,
+            "slow_threshold_ms": 250.0,
+            "service_name": "shop",
+            "service_version": "1.2",
+            "kafka_headers": False,
+        }
+        assert sorted(values) == sorted(names_of_settings())  # a new setting needs a line here
+        app = Flask(__name__)
+        app.config.update({flask_key(name): value for name, value in values.items()})
+        extension = FlaskRelayer(app)
+        with app.app_context():
+            settings = extension.instance.settings
+        assert isinstance(settings, Settings)
+        for name, value in values.items():
+            got = getattr(settings, name)
+            assert (dict(got) if name == "producer_opts" else got) == value, name
+
+    def test_the_original_kafka_hosts_key_comes_first(self, relayer_patch):
+        from flask import Flask
+
+        from relayer.flask import FlaskRelayer
+
+        app = Flask(__name__)
+        app.config.update(KAFKA_HOSTS="a:1", RELAYER_KAFKA_HOSTS="b:2")
+        with app.app_context():
+            assert FlaskRelayer(app, "logs").instance.settings.kafka_hosts == "a:1"
+
+    def test_settings_are_frozen_and_unknown_names_are_refused(self):
+        import dataclasses
+
+        relayer = Relayer("logs", "k:1")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            relayer.settings.sample_rate = 0.1  # type: ignore[misc]
+        with pytest.raises(ConfigurationError, match="unknown setting.*'sample_rat'"):
+            Relayer("logs", "k:1", sample_rat=0.5)

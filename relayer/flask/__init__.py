@@ -9,7 +9,7 @@
     def create():
         relayer.emit("entity_created", "root", {"id": 10})
 
-``init_app`` wraps ``app.wsgi_app`` in :class:`relayer.wsgi.RelayerMiddleware`
+``init_app`` wraps ``app.wsgi_app`` in :class:`relayer.wsgi.WSGIMiddleware`
 and keeps the app's :class:`~relayer.Relayer` in ``app.extensions["relayer"]``;
 the extension object remembers its apps only weakly (an app can be garbage
 collected), so one object serves any number of apps (the application-factory
@@ -17,15 +17,10 @@ pattern). Outside a request and outside an app context it acts on the
 relayer of its one live app, as the original did (``relayer.flush()`` at
 shutdown, ``emit`` from a script); with several, use ``app.app_context()``.
 
-Settings not passed to ``init_app`` are read once from ``app.config``:
-``KAFKA_HOSTS`` (as in the original README) or ``RELAYER_KAFKA_HOSTS``,
-``RELAYER_LOGGING_TOPIC``, ``RELAYER_TOPIC_PREFIX``, ``RELAYER_TOPIC_SUFFIX``,
-``RELAYER_SOURCE``, ``RELAYER_PRODUCER_OPTS``, ``RELAYER_SHUTDOWN_TIMEOUT``,
-``RELAYER_BUFFER_MAX_MESSAGES``, ``RELAYER_BUFFER_MAX_KBYTES``,
-``RELAYER_WHEN_FULL``, ``RELAYER_BLOCK_TIMEOUT``, ``RELAYER_REDACT_KEYS``,
-``RELAYER_CAPTURE_LOGGING``, ``RELAYER_REQUEST_ID_HEADER``, ``RELAYER_SAMPLE_RATE``,
-``RELAYER_SLOW_THRESHOLD_MS``, ``RELAYER_SERVICE_NAME``, ``RELAYER_SERVICE_VERSION``
-and ``RELAYER_KAFKA_HEADERS``.
+Settings not passed to ``init_app`` are read once from ``app.config``: each
+setting of :class:`relayer.Settings` under ``RELAYER_`` + its name upper-cased
+(``RELAYER_LOGGING_TOPIC``, ``RELAYER_TOPIC_PREFIX``, ``RELAYER_SAMPLE_RATE``…),
+and the original README's ``KAFKA_HOSTS`` before ``RELAYER_KAFKA_HOSTS``.
 """
 
 from __future__ import annotations
@@ -35,35 +30,17 @@ from typing import Any, Iterable, Optional, Tuple, Union
 
 from flask import Flask, current_app, has_app_context
 
+from .._facades import RelayerFacade
 from .._record import encoded_field
-from .._relayer import LogMessage, Relayer, RelayerFacade, _fast_log
-from .._scope import Scope, Timer, current_scope
+from .._relayer import LogMessage, Relayer, fast_log
+from .._settings import flask_key, names_of_settings
+from .._unit import Timer, UnitOfWork, current_unit
 from ..exceptions import ConfigurationError, OutsideUnitOfWorkError
-from ..wsgi import RelayerMiddleware
+from ..wsgi import WSGIMiddleware
 
 __all__ = ["FlaskRelayer"]
 
 EXTENSION_KEY = "relayer"
-
-_CONFIG_KEYS = {
-    "topic_prefix": "RELAYER_TOPIC_PREFIX",
-    "topic_suffix": "RELAYER_TOPIC_SUFFIX",
-    "source": "RELAYER_SOURCE",
-    "producer_opts": "RELAYER_PRODUCER_OPTS",
-    "shutdown_timeout": "RELAYER_SHUTDOWN_TIMEOUT",
-    "buffer_max_messages": "RELAYER_BUFFER_MAX_MESSAGES",
-    "buffer_max_kbytes": "RELAYER_BUFFER_MAX_KBYTES",
-    "when_full": "RELAYER_WHEN_FULL",
-    "block_timeout": "RELAYER_BLOCK_TIMEOUT",
-    "redact_keys": "RELAYER_REDACT_KEYS",
-    "capture_logging": "RELAYER_CAPTURE_LOGGING",
-    "request_id_header": "RELAYER_REQUEST_ID_HEADER",
-    "sample_rate": "RELAYER_SAMPLE_RATE",
-    "slow_threshold_ms": "RELAYER_SLOW_THRESHOLD_MS",
-    "service_name": "RELAYER_SERVICE_NAME",
-    "service_version": "RELAYER_SERVICE_VERSION",
-    "kafka_headers": "RELAYER_KAFKA_HEADERS",
-}
 
 
 class FlaskRelayer(RelayerFacade):
@@ -118,47 +95,47 @@ class FlaskRelayer(RelayerFacade):
                 "and call init_app from your app factory)"
             )
         config = app.config
-        if logging_topic is None:
-            logging_topic = config.get("RELAYER_LOGGING_TOPIC")
         if kafka_hosts is None:
-            kafka_hosts = config.get("KAFKA_HOSTS") or config.get("RELAYER_KAFKA_HOSTS")
-        for argument, key in _CONFIG_KEYS.items():
-            if argument not in kwargs and key in config:
-                kwargs[argument] = config[key]
+            kafka_hosts = config.get("KAFKA_HOSTS")  # the original README's key
+        given = {"logging_topic": logging_topic, "kafka_hosts": kafka_hosts, **kwargs}
+        for name in names_of_settings():
+            if given.get(name) is None and flask_key(name) in config:
+                given[name] = config[flask_key(name)]
+        logging_topic = given.pop("logging_topic")
         if logging_topic is None:
             raise ConfigurationError(
                 "logging_topic is required: init_app(app, 'logging_topic', ...) "
                 "or app.config['RELAYER_LOGGING_TOPIC']"
             )
 
-        relayer = Relayer(logging_topic, kafka_hosts, **kwargs)
-        app.wsgi_app = RelayerMiddleware(app.wsgi_app, relayer=relayer)  # type: ignore[method-assign]
+        relayer = Relayer(logging_topic, **given)
+        app.wsgi_app = WSGIMiddleware(app.wsgi_app, relayer=relayer)  # type: ignore[method-assign]
         app.extensions[EXTENSION_KEY] = relayer
         self._apps.add(app)
 
     def set(self, key: str, value: Any) -> None:
         """:meth:`relayer.Relayer.set` (outside a request: checked, then nothing)."""
-        scope = current_scope()
-        if scope is None:
+        unit = current_unit()
+        if unit is None:
             encoded_field(key, value)  # raises as Relayer.set does
         else:
-            scope.relayer._set(scope, key, value)
+            unit.relayer._set(unit, key, value)
 
     def timer(self, name: str) -> Timer:
         """:meth:`relayer.Relayer.timer` (outside a request it measures nothing)."""
-        return Timer(name, current_scope)
+        return Timer(name, current_unit)
 
     def log(self, log_level: str, message: LogMessage) -> None:
         """:meth:`relayer.Relayer.log` on the current app's relayer."""
-        scope = current_scope()
-        if scope is None:
+        unit = current_unit()
+        if unit is None:
             self._app_relayer()._log(None, log_level, message)
-        elif not _fast_log(scope, log_level, message):
-            scope.relayer._log(scope, log_level, message)
+        elif not fast_log(unit, log_level, message):
+            unit.relayer._log(unit, log_level, message)
 
-    def _bound(self) -> Tuple[Relayer, Optional[Scope]]:
-        scope = current_scope()
-        return (scope.relayer if scope is not None else self._app_relayer()), scope
+    def _bound(self) -> Tuple[Relayer, Optional[UnitOfWork]]:
+        unit = current_unit()
+        return (unit.relayer if unit is not None else self._app_relayer()), unit
 
     def _app_relayer(self) -> Relayer:
         if has_app_context():

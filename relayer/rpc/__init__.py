@@ -9,22 +9,21 @@
         def service_method(self, some_argument, relayer=None):
             relayer.emit("entity_created", "root", {"id": 10})
 
-Each call gets its own scope (per thread, per asyncio task) and is handed a
-:class:`~relayer.ScopedRelayer` as ``relayer=``; all calls share one
-thread-safe producer.
+Each call is a unit of work of its own (per thread, per asyncio task), made
+with :meth:`Relayer.unit_of_work <relayer.Relayer.unit_of_work>`, and is
+handed its :class:`~relayer.ScopedRelayer` as ``relayer=``; all calls share
+one thread-safe producer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar, Union, cast
+from typing import Any, Callable, Dict, Iterable, Optional, TypeVar, Union, cast
 
-from .._encoding import error_text
-from .._ids import incoming_request_id
-from .._relayer import Relayer, ScopedRelayer
-from .._scope import current_scope, enter, leave
+from .._facades import CallUnit, ScopedRelayer
+from .._relayer import Relayer
+from .._unit import current_unit
 
 __all__ = ["RPCRelayer", "make_rpc_relayer"]
 
@@ -83,9 +82,9 @@ class RPCRelayer:
         return f"<RPCRelayer {self.instance!r}>"
 
 
-@contextlib.contextmanager
-def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> Iterator[None]:
-    """Make one call a unit of work: inject ``relayer=``, write the record in ``finally``.
+def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> CallUnit:
+    """The unit of work of one call (:meth:`Relayer.unit_of_work`), and its
+    relayer injected as ``relayer=`` on entry.
 
     The request id is the caller's ``relayer_request_id=`` keyword (taken out
     of the call), else that of the unit of work the call is made in, else a
@@ -93,23 +92,24 @@ def _unit_of_work(instance: Relayer, service: str, kwargs: Dict[str, Any]) -> It
     """
     request_id = kwargs.pop("relayer_request_id", None)
     if not request_id:
-        outer = current_scope()
-        request_id = outer.request_id if outer is not None else ""
-    scope = instance.open_scope(incoming_request_id(request_id))
-    kwargs["relayer"] = ScopedRelayer(instance, scope)
-    token = enter(scope)
-    error: Optional[BaseException] = None
-    try:
-        yield
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        leave(token)
-        fields: Dict[str, Any] = {"service": service, "service_time": scope.elapsed_ms()}
-        if error is not None:
-            fields["error"] = error_text(error)
-        instance.write_record(scope, fields, failed=error is not None)
+        outer = current_unit()
+        request_id = outer.request_id if outer is not None else None
+    return _InjectingUnit(instance, service, request_id, kwargs)
+
+
+class _InjectingUnit(CallUnit):
+    """A :class:`CallUnit` that hands its relayer to the call as ``relayer=``."""
+
+    def __init__(
+        self, instance: Relayer, service: str, request_id: Optional[str], kwargs: Dict[str, Any]
+    ) -> None:
+        super().__init__(instance, service, request_id)
+        self._kwargs = kwargs
+
+    def __enter__(self) -> ScopedRelayer:
+        scoped = super().__enter__()
+        self._kwargs["relayer"] = scoped
+        return scoped
 
 
 def make_rpc_relayer(

@@ -1,8 +1,8 @@
 """The unit of work: what one request or RPC call emitted and logged.
 
-One ``ContextVar`` holds the current :class:`Scope`. A framework layer sets
+One ``ContextVar`` holds the current :class:`UnitOfWork`. A framework layer sets
 it when a unit of work starts and resets it with its token in ``finally``, so
-each thread and each asyncio task sees only its own scope (see structlog's
+each thread and each asyncio task sees only its own unit of work (see structlog's
 ``contextvars`` module for the pattern).
 
 Lines are stored cheaply and turned into JSON-ready dicts only once, when the
@@ -10,7 +10,7 @@ record is written: an emitted message is kept as the exact bytes that went to
 Kafka (an ``orjson.Fragment``), a log line as a ``(level, payload, time)``
 tuple, or ``(level, payload, time, extra)`` for one captured from ``logging``.
 
-A scope is bounded by what its record can carry, whatever the unit of work
+A unit of work is bounded by what its record can carry, whatever the unit of work
 logs or emits: the first lines are kept while they fit in three quarters of
 the record's room (counted in bytes of JSON, roughly), then only the last
 ones, within a quarter; the lines in between are counted in ``dropped`` (the
@@ -44,8 +44,8 @@ LogLine = Union[
 ]
 Line = Union["orjson.Fragment", LogLine]
 
-_current: ContextVar[Optional[Scope]] = ContextVar("relayer_scope", default=None)
-current_scope = _current.get
+_current: ContextVar[Optional[UnitOfWork]] = ContextVar("relayer_unit_of_work", default=None)
+current_unit = _current.get
 _perf_ns = time.perf_counter_ns
 
 #: What a log line's JSON adds to its level and payload: the keys, quotes,
@@ -55,14 +55,14 @@ LINE_OVERHEAD = 80
 MAX_TIMERS = 256
 #: The longest timer name.
 MAX_TIMER_NAME = 256
-#: Guards the tail of every scope once its head is full (a rare path).
+#: Guards the tail of every unit of work once its head is full (a rare path).
 _tail_lock = threading.Lock()
 
 
-class Scope:
+class UnitOfWork:
     """The lines, custom fields, timings and ids of one unit of work.
 
-    ``lines`` only grows by ``append`` (atomic in CPython), so a scope may be
+    ``lines`` only grows by ``append`` (atomic in CPython), so a unit of work may be
     written to from threads the unit of work starts. A line is appended to
     ``lines`` directly while ``room`` (bytes) allows; past that, :meth:`add`
     keeps the last lines in a bounded tail.
@@ -104,7 +104,7 @@ class Scope:
         self.fields: Dict[str, orjson.Fragment] = {}
         #: Timers: name → [count, total milliseconds].
         self.timings: Dict[str, List[float]] = {}
-        budget = relayer._record_room
+        budget = relayer.record_room
         #: Bytes of JSON the first lines may still take.
         self.room = budget * 3 // 4
         #: Bytes of JSON the custom fields may still take.
@@ -207,7 +207,7 @@ class Timer(ContextDecorator):
     it measures nothing and costs next to nothing.
     """
 
-    def __init__(self, name: str, scope_of: Callable[[], Optional[Scope]]) -> None:
+    def __init__(self, name: str, unit_of: Callable[[], Optional[UnitOfWork]]) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidFieldError(f"a timer name must be a non-empty str, not {describe(name)}")
         name = str.__str__(name)  # a subclass's own methods are not trusted
@@ -217,21 +217,21 @@ class Timer(ContextDecorator):
                 f"{MAX_TIMER_NAME} characters, not {describe(name)}"
             )
         self.name = name
-        self._scope_of = scope_of
-        self._scope: Optional[Scope] = None
+        self._unit_of = unit_of
+        self._unit: Optional[UnitOfWork] = None
         self._started = 0.0
 
     def _recreate_cm(self) -> Timer:  # a fresh timer per decorated call (thread-safe)
-        return Timer(self.name, self._scope_of)
+        return Timer(self.name, self._unit_of)
 
     def __enter__(self) -> Timer:
-        self._scope = self._scope_of()
+        self._unit = self._unit_of()
         self._started = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._scope is not None:
-            self._scope.add_timing(self.name, (time.perf_counter() - self._started) * 1000.0)
+        if self._unit is not None:
+            self._unit.add_timing(self.name, (time.perf_counter() - self._started) * 1000.0)
 
 
 def utc(at: float) -> datetime:
@@ -239,11 +239,11 @@ def utc(at: float) -> datetime:
     return datetime.fromtimestamp(at, timezone.utc)
 
 
-def enter(scope: Optional[Scope]) -> Any:
-    """Make ``scope`` current; return the token to give to :func:`leave`."""
-    return _current.set(scope)
+def enter(unit: Optional[UnitOfWork]) -> Any:
+    """Make ``unit`` current; return the token to give to :func:`leave`."""
+    return _current.set(unit)
 
 
 def leave(token: Any) -> None:
-    """Restore the scope that was current before :func:`enter`."""
+    """Restore the unit of work that was current before :func:`enter`."""
     _current.reset(token)

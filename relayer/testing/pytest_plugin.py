@@ -13,6 +13,6 @@ from . import RelayerPatch
 
 @pytest.fixture
 def relayer_patch() -> Iterator[RelayerPatch]:
-    """An active :class:`~relayer.test.RelayerPatch`, stopped after the test."""
+    """An active :class:`~relayer.testing.RelayerPatch`, stopped after the test."""
     with RelayerPatch() as patch:
         yield patch
