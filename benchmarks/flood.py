@@ -8,7 +8,7 @@ producer_opts={"message.timeout.ms": 1000})``, then one decorated call does
 ``relayer.log("info", f"line {i}")`` N times and returns. Two modes, so that nothing
 needs a broker:
 
-- ``patch``: under ``relayer.test.RelayerPatch``. Nothing connects; the record's
+- ``patch``: under ``relayer.testing.RelayerPatch``. Nothing connects; the record's
   produce is recorded in memory, so the patch keeps the record's bytes.
 - ``unreachable``: the real produce path. librdkafka copies the record into its queue,
   where it waits (nothing listens on port 1) until it fails after 1 s.
@@ -81,7 +81,7 @@ def measure(lines: int, mode: str) -> Dict[str, Any]:
     import relayer
     from relayer import Relayer
     from relayer.rpc import make_rpc_relayer
-    from relayer.test import RelayerPatch
+    from relayer.testing import RelayerPatch
 
     produced = keep_records()
     writes: List[float] = []

@@ -1,5 +1,6 @@
-"""What every benchmark shares: timing samples, alternation, the broker, the
-delivery ledger, a bare confluent-kafka producer (the floor), machine facts.
+"""What every comparison shares: how much work it does (:class:`Sizes`),
+timing samples and their alternation, paired ratios, the broker, and the
+delivery ledger.
 """
 
 from __future__ import annotations
@@ -7,26 +8,70 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import platform
 import statistics
-import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import relayer
 from tools import kafka_local
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 perf_ns = time.perf_counter_ns
+
+
+# -- sizes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each comparison does."""
+
+    reps: int  # timed repetitions of every per-call contender
+    warmup: int  # untimed rounds first (each a quarter of a sample)
+    emit_n: int  # calls per sample: emit, raw produce
+    log_n: int  # calls per sample: log
+    orig_n: int  # calls per sample for relayer 1.0.0 (kafka-python is slower)
+    flask_n: int  # requests per sample
+    flask_reps: int  # timed repetitions of every Flask contender
+    e2e_n: int  # events per end-to-end run
+    e2e_reps: int
+    memory_n: int  # pending messages
+    memory_reps: int
+
+
+FULL = Sizes(
+    reps=100,
+    warmup=3,
+    emit_n=2_000,
+    log_n=10_000,
+    orig_n=300,
+    flask_n=50,
+    flask_reps=200,
+    e2e_n=500_000,
+    e2e_reps=5,
+    memory_n=200_000,
+    memory_reps=3,
+)
+#: ``--smoke``: every code path, tiny sizes, one repetition (relayer 1.0.0 is not run).
+SMOKE = Sizes(
+    reps=1,
+    warmup=1,
+    emit_n=1_000,
+    log_n=1_000,
+    orig_n=100,
+    flask_n=40,
+    flask_reps=1,
+    e2e_n=20_000,
+    e2e_reps=1,
+    memory_n=5_000,
+    memory_reps=1,
+)
 
 
 # -- samples -----------------------------------------------------------------
@@ -91,6 +136,23 @@ def measure(variants: Sequence[Variant], reps: int, warmup: int) -> Dict[str, St
             variant.settle()
             per_op[variant.key].append(ns / variant.n)
     return {key: Stats(values) for key, values in per_op.items()}
+
+
+def scaled(stats: Stats, factor: float) -> Stats:
+    return Stats([s * factor for s in stats.samples])
+
+
+def paired_diff(a: Stats, b: Stats) -> Stats:
+    """Paired differences, repetition by repetition."""
+    return Stats([x - y for x, y in zip(a.samples, b.samples)])
+
+
+def paired_ratio(a: Stats, b: Stats) -> float:
+    """The median of ``a / b`` taken repetition by repetition: each
+    repetition runs every contender back to back, so a slow spell of a
+    shared machine weighs on both sides of each ratio.
+    """
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples))
 
 
 # -- the broker, topics and the delivery ledger -------------------------------
@@ -191,146 +253,8 @@ class Ledger:
                 future.result(10)
 
 
-# -- the floor: confluent-kafka by hand -----------------------------------------
-
-#: The floor's producer settings: relayer's own defaults (enable.idempotence,
-#: lz4, linger.ms 5, murmur2_random, the same buffer bounds).
-RAW_CONFIG: Dict[str, Any] = dict(relayer.DEFAULT_PRODUCER_CONFIG)
-
-
-class RawProducer:
-    """A bare ``confluent_kafka.Producer`` with relayer's default settings and
-    a thread that serves its delivery reports (``poll``), as relayer does.
-    No delivery callback: the broker's watermarks do the counting.
-    """
-
-    def __init__(self, bootstrap: str, **overrides: Any) -> None:
-        self.producer = Producer(
-            {
-                **RAW_CONFIG,
-                "bootstrap.servers": bootstrap,
-                "client.id": "bench-floor",
-                "log_level": 3,  # errors only (relayer sends its warnings to `logging`)
-                **overrides,
-            }
-        )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="raw-poller", daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.1)
-
-    def flush(self, timeout: float = 30.0) -> int:
-        return int(self.producer.flush(timeout))
-
-    def close(self) -> None:
-        self.flush()
-        self._stop.set()
-        self._thread.join()
-
-
 def must_flush(flush: Callable[[float], int], what: str, timeout: float = 60.0) -> None:
     """Flush; raise if messages are still waiting after ``timeout``."""
     left = flush(timeout)
     if left:
         raise RuntimeError(f"{what}: {left} message(s) still undelivered after {timeout:.0f} s")
-
-
-# -- machine and versions ------------------------------------------------------
-
-
-@dataclass
-class CpuClock:
-    """The machine's CPU counters (``/proc/stat``), to tell how busy it was
-    while the benchmarks ran: other people's work and a hypervisor's steal
-    both show in the figures.
-    """
-
-    jiffies: List[int] = field(default_factory=lambda: CpuClock.read())
-    load: float = field(default_factory=lambda: os.getloadavg()[0])
-
-    @staticmethod
-    def read() -> List[int]:
-        try:
-            with open("/proc/stat") as f:
-                return [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return []
-
-    def since(self, start: CpuClock) -> str:
-        """What the machine did between ``start`` and this reading."""
-        if not (self.jiffies and start.jiffies):
-            return f"load average {start.load:.1f} at the start, {self.load:.1f} at the end"
-        delta = [b - a for a, b in zip(start.jiffies, self.jiffies)]
-        total = sum(delta[:8]) or 1  # user nice system idle iowait irq softirq steal
-        busy = total - delta[3] - delta[4]
-        steal = delta[7] if len(delta) > 7 else 0
-        return (
-            f"load average {start.load:.1f} at the start, {self.load:.1f} at the end; "
-            f"CPU busy {100 * busy / total:.0f}% of all cores during the run (this suite "
-            f"included), steal {100 * steal / total:.1f}%"
-        )
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _first(path: str, prefix: str) -> str:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(prefix):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def machine() -> Dict[str, str]:
-    """Cores, CPU model, RAM, OS, Python and library versions, date and commit."""
-    import confluent_kafka
-
-    mem_kb = _first("/proc/meminfo", "MemTotal")
-    ram = f"{int(mem_kb.split()[0]) / 1024**2:.1f} GiB" if mem_kb != "unknown" else mem_kb
-    commit = _git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    changed = [line[3:] for line in _git("status", "--porcelain", "relayer").splitlines()]
-    if changed:
-        commit += f", with uncommitted changes to {', '.join(changed)}"
-    return {
-        "cores": str(os.cpu_count()),
-        "cpu": _first("/proc/cpuinfo", "model name"),
-        "ram": ram,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "relayer": f"{relayer.__version__} (commit {commit})",
-        "confluent-kafka": _version("confluent-kafka"),
-        "librdkafka": confluent_kafka.libversion()[0],
-        "orjson": _version("orjson"),
-        "flask": _version("flask"),
-        "werkzeug": _version("werkzeug"),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-def _git(*args: str) -> str:
-    """A read-only git command's output in the repository ("" if it fails)."""
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True
-        ).stdout.rstrip("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"

@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List
 
-from .harness import REPO_ROOT, _version
+from .harness import REPO_ROOT, Ledger
+from .machine import version
 
 ORIGINAL = "relayer==1.0.0"
 KAFKA_PYTHON = "kafka-python==2.3.3"
@@ -59,8 +60,8 @@ def recipe() -> List[str]:
     return [
         ORIGINAL,
         KAFKA_PYTHON,
-        f"flask=={_version('flask')}",
-        f"werkzeug=={_version('werkzeug')}",
+        f"flask=={version('flask')}",
+        f"werkzeug=={version('werkzeug')}",
         f"python=={sys.version_info[0]}.{sys.version_info[1]}",
     ]
 
@@ -118,6 +119,8 @@ class OriginalWorker:
             bufsize=1,
         )
         self.versions: Dict[str, str] = {}
+        #: Its topics: ``emit_topic``, ``rpc_records``, ``flask_events``, ``flask_records``.
+        self.topics: Dict[str, str] = {}
 
     def call(self, op: str, **args: Any) -> Dict[str, Any]:
         """Send one command; return its answer (raise with the worker's traceback)."""
@@ -133,6 +136,10 @@ class OriginalWorker:
             raise RuntimeError(f"original relayer worker, {op}: {answer['error']}")
         return answer
 
+    def flush(self) -> None:
+        """Wait until kafka-python has delivered everything (the ``settle`` of its contenders)."""
+        self.call("flush")
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             if self.proc.poll() is None:
@@ -145,15 +152,21 @@ class OriginalWorker:
 
 
 @contextlib.contextmanager
-def original_worker(
-    bootstrap: str, topics: Dict[str, str], log: IO[str] = sys.stderr
-) -> Iterator[OriginalWorker]:
-    """Start the worker (building the venv if needed), set it up, stop it at the end."""
+def original_worker(ledger: Ledger, log: IO[str] = sys.stderr) -> Iterator[OriginalWorker]:
+    """Create its topics, start the worker (building the venv if needed), set
+    it up; stop it at the end. ``make bench`` only: ``--smoke`` never calls this.
+    """
+    topics = {
+        "emit_topic": ledger.topic("orig-emit"),
+        "rpc_records": ledger.topic("orig-rpc-records"),
+        "flask_events": ledger.topic("orig-flask-events"),
+        "flask_records": ledger.topic("orig-flask-records"),
+    }
     worker = OriginalWorker(ensure_venv(log))
+    worker.topics = topics
     try:
-        worker.versions = {
-            k: str(v) for k, v in worker.call("setup", bootstrap=bootstrap, **topics).items()
-        }
+        setup = worker.call("setup", bootstrap=ledger.bootstrap, **topics)
+        worker.versions = {k: str(v) for k, v in setup.items()}
         yield worker
     finally:
         worker.close()

@@ -1,7 +1,8 @@
 """Run every benchmark side by side, print the table, write ``RESULTS.md``.
 
     python -m benchmarks.run            # the full run (a few minutes), writes benchmarks/RESULTS.md
-    python -m benchmarks.run --smoke    # seconds: tiny sizes, one repetition, writes nothing
+    python -m benchmarks.run --smoke    # seconds: tiny sizes, one repetition, writes nothing,
+                                        # and no relayer 1.0.0 (no venv to build, no pip)
 
 The broker is ``$RELAYER_TEST_BOOTSTRAP`` if set, else a local KRaft broker
 started (and stopped) here. Exit status: 0 when the broker holds every
@@ -12,100 +13,21 @@ target that is missed is printed as MISS and never changes the exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-from . import cases
-from .cases import Section, Sizes, Target
-from .harness import CpuClock, Ledger, broker, machine
-from .orig_venv import original_worker
+from . import calls, end_to_end, flask_bench, memory
+from .harness import FULL, SMOKE, Ledger, broker
+from .machine import CpuClock, machine
+from .orig_venv import OriginalWorker, original_worker
+from .report import Section, render_delivery, render_section, render_setup, render_targets
+from .targets import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-
-_UNIT_FORMAT = {
-    "µs": "{:,.3f} µs",
-    "events/s": "{:,.0f}/s",
-    "bytes": "{:,.0f} B",
-}
-
-
-def _cell(value: float, unit: str) -> str:
-    fmt = _UNIT_FORMAT.get(unit, "{:,.3f}")
-    if unit == "µs" and abs(value) >= 10:
-        fmt = "{:,.1f} µs"
-    return fmt.format(value)
-
-
-def render_section(section: Section) -> str:
-    lines = [
-        f"### {section.title}",
-        "",
-        "| | median | min | max | compared | target |",
-        "|---|---:|---:|---:|---|---|",
-    ]
-    for row in section.rows:
-        if row.stats is None:
-            values = ["", "", ""]
-        else:
-            values = [_cell(v, row.unit) for v in (row.stats.median, row.stats.min, row.stats.max)]
-        lines.append(f"| {row.label} | {' | '.join(values)} | {row.compared} | {row.target} |")
-    lines.append("")
-    lines.extend(f"- {note}" for note in section.notes)
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def render_targets(targets: Sequence[Target]) -> str:
-    lines = ["### Targets (medians of this run)", "", "| target | measured | |", "|---|---:|---|"]
-    lines.extend(f"| {t.text} | {t.shown} | **{t.verdict}** |" for t in targets)
-    return "\n".join(lines) + "\n"
-
-
-def render_delivery(ledger: Ledger, held: Dict[str, int]) -> str:
-    lines = [
-        "### Delivery: what each contender sent vs what the broker holds",
-        "",
-        "| topic | sent | held | |",
-        "|---|---:|---:|---|",
-    ]
-    for topic, sent in sorted(ledger.sent.items()):
-        got = held.get(topic, 0)
-        verdict = "ok" if got == sent else ("LOST" if got < sent else "DUPLICATES")
-        role = topic.split(f"{ledger.run_id}-", 1)[-1]
-        lines.append(f"| {role} | {sent:,} | {got:,} | {verdict} |")
-    total_sent, total_held = sum(ledger.sent.values()), sum(held.values())
-    lines.append(f"| **all** | **{total_sent:,}** | **{total_held:,}** | |")
-    return "\n".join(lines) + "\n"
-
-
-def render_setup(
-    facts: Dict[str, str],
-    broker_text: str,
-    orig_versions: Dict[str, str],
-    sizes: Sizes,
-    busy: str,
-) -> str:
-    rows = [
-        ("Machine", f"{facts['cores']} cores, {facts['cpu']}, {facts['ram']} RAM ({facts['os']})"),
-        ("Python", facts["python"]),
-        ("relayer", facts["relayer"]),
-        ("confluent-kafka / librdkafka", f"{facts['confluent-kafka']} / {facts['librdkafka']}"),
-        ("orjson", facts["orjson"]),
-        ("Flask / Werkzeug", f"{facts['flask']} / {facts['werkzeug']}"),
-        ("Kafka", broker_text),
-        (
-            "relayer 1.0.0's venv",
-            ", ".join(f"{k} {v}" for k, v in orig_versions.items()) or "not run",
-        ),
-        ("Machine load", busy),
-        ("Sizes", ", ".join(f"{k}={v:,}" for k, v in asdict(sizes).items())),
-        ("Date", facts["date"]),
-    ]
-    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -115,7 +37,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny sizes and one repetition (CI); fails only if messages are lost",
+        help="tiny sizes and one repetition, without relayer 1.0.0 (CI); "
+        "fails only if messages are lost",
     )
     parser.add_argument(
         "--output",
@@ -123,7 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help=f"write the results there (default: {RESULTS.name} for a full run, nothing for --smoke)",
     )
     args = parser.parse_args(argv)
-    sizes = cases.SMOKE if args.smoke else cases.FULL
+    sizes = SMOKE if args.smoke else FULL
     output = args.output if args.output is not None else (None if args.smoke else RESULTS)
     started = time.monotonic()
     clock = CpuClock()
@@ -132,28 +55,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     sections: List[Section] = []
+    with_original = not args.smoke  # relayer 1.0.0 side by side: `make bench` only
+    orig_versions: Optional[Dict[str, str]] = None
     external = os.environ.get("RELAYER_TEST_BOOTSTRAP")
     progress(f"using the broker at {external}" if external else "starting a local broker")
     with broker() as kafka:
         ledger = Ledger(kafka.bootstrap)
         try:
-            orig_topics = {
-                "emit_topic": ledger.topic("orig-emit"),
-                "rpc_records": ledger.topic("orig-rpc-records"),
-                "flask_events": ledger.topic("orig-flask-events"),
-                "flask_records": ledger.topic("orig-flask-records"),
-            }
-            progress("starting relayer 1.0.0's worker")
-            with original_worker(kafka.bootstrap, orig_topics) as orig:
-                progress("1-3: emit and log, per call")
-                sections += cases.bench_calls(ledger, orig, orig_topics, sizes)
+            with contextlib.ExitStack() as stack:
+                orig: Optional[OriginalWorker] = None
+                if with_original:
+                    progress("starting relayer 1.0.0's worker")
+                    orig = stack.enter_context(original_worker(ledger))
+                    orig_versions = orig.versions
+                progress("1-3: emit and log, per call" if orig else "1-2: emit and log, per call")
+                sections += calls.bench_calls(ledger, sizes, orig)
                 progress("4: Flask requests")
-                sections += cases.bench_flask(ledger, orig, orig_topics, sizes)
-                orig_versions = orig.versions
+                sections += flask_bench.bench_flask(ledger, sizes, orig)
             progress("5: end to end")
-            sections += cases.bench_end_to_end(ledger, sizes)
+            sections += end_to_end.bench_end_to_end(ledger, sizes)
             progress("6: memory with the broker down")
-            sections += cases.bench_memory(sizes)
+            sections += memory.bench_memory(sizes)
             progress("counting what the broker holds")
             held = ledger.held()
         finally:
@@ -162,15 +84,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     busy = CpuClock().since(clock)
     lost = {t: (s, held.get(t, 0)) for t, s in ledger.sent.items() if held.get(t, 0) < s}
-    targets = [t for s in sections for t in s.targets]
+    verdicts = evaluate({k: v for s in sections for k, v in s.figures.items()}, with_original)
     mode = "smoke run (tiny sizes: the figures mean little)" if args.smoke else "full run"
     text = "\n".join(
         [
             f"## relayer benchmarks: {mode}",
             "",
             render_setup(machine(), kafka.description, orig_versions, sizes, busy),
-            *(render_section(s) for s in sections),
-            render_targets(targets),
+            *(render_section(s, verdicts) for s in sections),
+            render_targets(verdicts),
             render_delivery(ledger, held),
             (
                 f"**{len(lost)} topic(s) LOST messages: this run is not valid.**\n"

@@ -7,8 +7,8 @@
   manager and a decorator that makes a call, a job or a task a unit of work;
 - :class:`RelayerFacade`: what they share with the Flask extension.
 
-Each call goes to the relayer's one path (``_emit``, ``_emit_raw``,
-``fast_log``/``_log``, ``_set``) with the unit of work it stands for.
+Each call goes to the relayer's one path (``emit``/``emit_raw`` with
+``unit=``, ``fast_log``/``_log``, ``_set``) with the unit of work it stands for.
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ class RelayerFacade:
     ) -> None:
         """:meth:`Relayer.emit` (see there)."""
         relayer, unit = self._bound()
-        relayer._emit(unit, event_type, event_subtype, payload, partition_key)
+        relayer.emit(event_type, event_subtype, payload, partition_key, unit=unit)
 
     def emit_raw(self, topic: str, message: Any, partition_key: PartitionKey = None) -> None:
         """:meth:`Relayer.emit_raw` (see there)."""
         relayer, unit = self._bound()
-        relayer._emit_raw(unit, topic, message, partition_key)
+        relayer.emit_raw(topic, message, partition_key, unit=unit)
 
     def set(self, key: str, value: Any) -> None:
         """:meth:`Relayer.set` (see there)."""

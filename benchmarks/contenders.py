@@ -1,0 +1,277 @@
+"""The contenders, built here so that every comparison uses the same ones.
+
+- the event every contender emits and the line it logs;
+- the floor: a bare ``confluent_kafka.Producer`` with relayer's defaults
+  (:class:`RawProducer`) and :func:`raw_emitter`, ``emit`` written by hand;
+- relayer's own: :func:`relayer_flush`, :func:`relayer_app`;
+- the Flask apps: bare (:func:`bare_app`) and the hand-written lower bound
+  (:func:`lower_bound_app`);
+- :func:`timed_loop`, the timed part of every per-call sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Tuple
+
+import orjson
+from confluent_kafka import Producer
+from flask import Flask, g, request
+
+import relayer
+from relayer import Relayer
+from relayer.flask import FlaskRelayer
+
+from .harness import perf_ns
+
+#: What every contender emits and logs (the original worker uses the same).
+PAYLOAD = {"id": 10, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+KEY = "customer-7"
+SUBTYPE = "created"
+MESSAGE = "processing order 10"
+
+_now = datetime.now
+_UTC = timezone.utc
+_dumps = orjson.dumps
+_repeat = itertools.repeat
+
+
+# -- the floor: confluent-kafka by hand -------------------------------------------
+
+#: The floor's producer settings: relayer's own defaults (enable.idempotence,
+#: lz4, linger.ms 5, murmur2_random, the same buffer bounds).
+RAW_CONFIG: Dict[str, Any] = dict(relayer.DEFAULT_PRODUCER_CONFIG)
+
+
+class RawProducer:
+    """A bare ``confluent_kafka.Producer`` with relayer's default settings and
+    a thread that serves its delivery reports (``poll``), as relayer does.
+    No delivery callback: the broker's watermarks do the counting.
+    """
+
+    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+        self.producer = Producer(
+            {
+                **RAW_CONFIG,
+                "bootstrap.servers": bootstrap,
+                "client.id": "bench-floor",
+                "log_level": 3,  # errors only (relayer sends its warnings to `logging`)
+                **overrides,
+            }
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="raw-poller", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return int(self.producer.flush(timeout))
+
+    def close(self) -> None:
+        self.flush()
+        self._stop.set()
+        self._thread.join()
+
+
+_CONTENT_TYPE = ("content-type", "application/json")
+
+
+def raw_emitter(raw: RawProducer, source: str, headers: int = 0) -> Callable[..., None]:
+    """The floor: what ``emit`` does, written directly against confluent-kafka.
+
+    The same envelope (built and dumped each call) and the same key; with
+    ``headers=4`` the four headers relayer sends with an event (passed
+    positionally, as relayer does), with ``headers=1`` just ``content-type``:
+    the price of having any header at all.
+    """
+    if headers not in (0, 1, 4):
+        raise ValueError(f"headers must be 0, 1 or 4, not {headers!r}")
+    produce = raw.producer.produce
+    if not headers:
+
+        def emit(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
+            envelope = {
+                "source": source,
+                "event_type": event_type,
+                "event_subtype": event_subtype,
+                "payload": payload,
+                "timestamp": _now(_UTC),
+            }
+            produce(event_type, _dumps(envelope), key)
+
+        return emit
+    only_content_type = headers == 1
+
+    def emit_with_headers(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
+        envelope = {
+            "source": source,
+            "event_type": event_type,
+            "event_subtype": event_subtype,
+            "payload": payload,
+            "timestamp": _now(_UTC),
+        }
+        produce(
+            event_type,
+            _dumps(envelope),
+            key,
+            -1,
+            None,
+            None,
+            0,
+            [_CONTENT_TYPE]
+            if only_content_type
+            else [
+                _CONTENT_TYPE,
+                ("schema_version", "1"),
+                ("event_type", event_type),
+                ("event_subtype", event_subtype),
+            ],
+        )
+
+    return emit_with_headers
+
+
+# -- timing and flushing ---------------------------------------------------------
+
+
+def timed_loop(call: Callable[..., Any], args: Tuple[Any, ...], n: int) -> int:
+    """Nanoseconds of ``n`` calls of ``call(*args)``.
+
+    The call is spelled out for each arity: ``call(*args)`` would add the
+    cost of unpacking (about 20 ns) to every figure.
+    """
+    if len(args) == 4:
+        a, b, c, d = args
+        t0 = perf_ns()
+        for _ in _repeat(None, n):
+            call(a, b, c, d)
+        return perf_ns() - t0
+    if len(args) == 2:
+        a, b = args
+        t0 = perf_ns()
+        for _ in _repeat(None, n):
+            call(a, b)
+        return perf_ns() - t0
+    if len(args) == 1:
+        (a,) = args
+        t0 = perf_ns()
+        for _ in _repeat(None, n):
+            call(a)
+        return perf_ns() - t0
+    raise ValueError(f"no timing loop for {len(args)} arguments")
+
+
+def relayer_flush(instance: Relayer) -> Callable[[float], int]:
+    """Flush until nothing is pending (the poller may still be counting the last reports)."""
+
+    def flush(timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        left = instance.flush(timeout)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.005)
+            left = instance.flush(max(0.0, deadline - time.monotonic()))
+        return left
+
+    return flush
+
+
+# -- the Flask apps --------------------------------------------------------------
+
+
+def bare_app() -> Flask:
+    """Bare Flask: the view returns ``""``."""
+    app = Flask("bench_bare")
+
+    @app.route("/")
+    def view() -> str:
+        return ""
+
+    return app
+
+
+def relayer_app(bootstrap: str, records: str, events: str) -> Tuple[Flask, Relayer]:
+    """A Flask app with ``FlaskRelayer``, whose view does one emit and one log; and its relayer."""
+    app = Flask("bench_relayer")
+    relayer = FlaskRelayer()
+    relayer.init_app(app, records, kafka_hosts=bootstrap)
+
+    @app.route("/")
+    def view() -> str:
+        relayer.emit(events, SUBTYPE, PAYLOAD)
+        relayer.log("info", MESSAGE)
+        return ""
+
+    with app.app_context():
+        return app, relayer.instance
+
+
+def lower_bound_app(raw: RawProducer, records: str, events: str) -> Flask:
+    """The same work as relayer's, by hand with confluent-kafka in Flask hooks:
+    a list of lines per request, the event produced and kept, a log line
+    kept, and one JSON record with relayer's fields produced after the view.
+    """
+    app = Flask("bench_lower_bound")
+    produce = raw.producer.produce
+    sender = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    @app.before_request
+    def start() -> None:
+        # One attribute of `g` (a proxy: each access costs), unpacked where needed.
+        g.unit = (time.time(), time.perf_counter(), uuid.uuid4().hex, [])
+
+    @app.route("/")
+    def view() -> str:
+        _, _, request_id, lines = g.unit
+        event = {
+            "source": records,
+            "event_type": events,
+            "event_subtype": SUBTYPE,
+            "payload": PAYLOAD,
+            "timestamp": _now(_UTC),
+            "request_id": request_id,
+        }
+        value = _dumps(event)
+        produce(events, value)
+        lines.append(orjson.Fragment(value))
+        lines.append({"log_level": "info", "payload": MESSAGE, "timestamp": _now(_UTC)})
+        return ""
+
+    @app.after_request
+    def record(response: Any) -> Any:
+        started, started_perf, request_id, lines = g.unit
+        environ = request.environ
+        produce(
+            records,
+            _dumps(
+                {
+                    "source": records,
+                    "logging_topic": records,
+                    "date": datetime.fromtimestamp(started, _UTC),
+                    "user_agent": environ.get("HTTP_USER_AGENT"),
+                    "method": environ.get("REQUEST_METHOD"),
+                    "path": environ.get("PATH_INFO"),
+                    "query_string": environ.get("QUERY_STRING"),
+                    "remote_addr": environ.get("HTTP_X_REAL_IP") or environ.get("REMOTE_ADDR"),
+                    "x_forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
+                    "request_id": request_id,
+                    "status": response.status_code,
+                    "content_length": response.content_length,
+                    "request_time": round((time.perf_counter() - started_perf) * 1000, 3),
+                    "sender": sender,
+                    "sample_rate": 1.0,
+                    "lines": lines,
+                }
+            ),
+        )
+        return response
+
+    return app

@@ -1,0 +1,123 @@
+"""What a comparison returns (:class:`Section`: rows, notes, figures) and the
+Markdown the run prints and writes: the setup, each section, the targets,
+the delivery check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Mapping, Optional
+
+from .harness import Ledger, Sizes, Stats
+from .targets import TARGETS, Verdict
+
+
+@dataclass
+class Row:
+    """One line of a results table."""
+
+    label: str
+    stats: Optional[Stats]
+    unit: str  # "µs", "events/s", "bytes"
+    compared: str = ""  # e.g. "1.12x floor"
+    target: str = ""  # the name of a target in benchmarks.targets.TARGETS, if any
+
+
+@dataclass
+class Section:
+    """One comparison's table; ``figures`` are what the targets read."""
+
+    title: str
+    rows: List[Row] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    figures: Dict[str, float] = field(default_factory=dict)
+
+
+_UNIT_FORMAT = {
+    "µs": "{:,.3f} µs",
+    "events/s": "{:,.0f}/s",
+    "bytes": "{:,.0f} B",
+}
+
+
+def _cell(value: float, unit: str) -> str:
+    fmt = _UNIT_FORMAT.get(unit, "{:,.3f}")
+    if unit == "µs" and abs(value) >= 10:
+        fmt = "{:,.1f} µs"
+    return fmt.format(value)
+
+
+def render_section(section: Section, verdicts: Mapping[str, Verdict]) -> str:
+    lines = [f"### {section.title}", ""]
+    if section.rows:
+        lines += [
+            "| | median | min | max | compared | target |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        for row in section.rows:
+            if row.stats is None:
+                values = ["", "", ""]
+            else:
+                stats = (row.stats.median, row.stats.min, row.stats.max)
+                values = [_cell(v, row.unit) for v in stats]
+            target = verdicts[row.target].cell if row.target else ""
+            lines.append(f"| {row.label} | {' | '.join(values)} | {row.compared} | {target} |")
+        lines.append("")
+    lines.extend(f"- {note}" for note in section.notes)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_targets(verdicts: Mapping[str, Verdict]) -> str:
+    lines = ["### Targets (medians of this run)", "", "| target | measured | |", "|---|---:|---|"]
+    lines.extend(
+        f"| {v.target.text} | {v.shown} | **{v.verdict}** |"
+        for v in (verdicts[t.name] for t in TARGETS)
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_delivery(ledger: Ledger, held: Dict[str, int]) -> str:
+    lines = [
+        "### Delivery: what each contender sent vs what the broker holds",
+        "",
+        "| topic | sent | held | |",
+        "|---|---:|---:|---|",
+    ]
+    for topic, sent in sorted(ledger.sent.items()):
+        got = held.get(topic, 0)
+        verdict = "ok" if got == sent else ("LOST" if got < sent else "DUPLICATES")
+        role = topic.split(f"{ledger.run_id}-", 1)[-1]
+        lines.append(f"| {role} | {sent:,} | {got:,} | {verdict} |")
+    total_sent, total_held = sum(ledger.sent.values()), sum(held.values())
+    lines.append(f"| **all** | **{total_sent:,}** | **{total_held:,}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def render_setup(
+    facts: Dict[str, str],
+    broker_text: str,
+    orig_versions: Optional[Dict[str, str]],
+    sizes: Sizes,
+    busy: str,
+) -> str:
+    """The setup table; ``orig_versions`` is ``None`` when relayer 1.0.0 did not run."""
+    rows = [
+        ("Machine", f"{facts['cores']} cores, {facts['cpu']}, {facts['ram']} RAM ({facts['os']})"),
+        ("Python", facts["python"]),
+        ("relayer", facts["relayer"]),
+        ("confluent-kafka / librdkafka", f"{facts['confluent-kafka']} / {facts['librdkafka']}"),
+        ("orjson", facts["orjson"]),
+        ("Flask / Werkzeug", f"{facts['flask']} / {facts['werkzeug']}"),
+        ("Kafka", broker_text),
+        (
+            "relayer 1.0.0's venv",
+            "not run (`make bench` only)"
+            if orig_versions is None
+            else ", ".join(f"{k} {v}" for k, v in orig_versions.items()),
+        ),
+        ("Machine load", busy),
+        ("Sizes", ", ".join(f"{k}={v:,}" for k, v in asdict(sizes).items())),
+        ("Date", facts["date"]),
+    ]
+    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines) + "\n"
