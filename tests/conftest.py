@@ -8,9 +8,7 @@ import pytest
 
 from relayer import Relayer
 
-#: librdkafka settings for an in-process mock cluster (unit tests only; the
-#: real-broker tests live in tests/integration/).
-MOCK_CLUSTER = {"test.mock.num.brokers": 1}
+from .helpers import MOCK_CLUSTER
 
 
 @pytest.fixture

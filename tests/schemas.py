@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -24,12 +25,14 @@ def _registry() -> Registry:
 
 
 REGISTRY = _registry()
-VALIDATORS = {
-    kind: Draft202012Validator(
-        json.loads((SCHEMAS / f"{kind}.json").read_text()), registry=REGISTRY
-    )
-    for kind in KINDS
-}
+VALIDATORS = MappingProxyType(
+    {
+        kind: Draft202012Validator(
+            json.loads((SCHEMAS / f"{kind}.json").read_text()), registry=REGISTRY
+        )
+        for kind in KINDS
+    }
+)
 
 
 def kind_of(message: Any) -> str:

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -24,7 +25,9 @@ def test_readme_handler(rpc_relayer, relayer_patch):
             relayer.emit("entity_created", "root", {"id": some_argument})
             return some_argument * 2
 
+    started = time.perf_counter()
     assert RPCHandler().service_method(21) == 42
+    took_ms = (time.perf_counter() - started) * 1000
     assert RPCHandler.service_method.__name__ == "service_method"
     assert RPCHandler.service_method.__doc__ == "Serve."
     [record] = relayer_patch.messages("logging_topic")
@@ -33,9 +36,21 @@ def test_readme_handler(rpc_relayer, relayer_patch):
         "sample_rate", "lines",
     ]  # fmt: skip
     assert record["service"] == "test_readme_handler.<locals>.RPCHandler.service_method"
-    assert record["service_time"] >= 0
+    assert 0 < record["service_time"] <= took_ms, "milliseconds, within the call"
     assert record["lines"][0]["payload"] == "serving"
     assert record["lines"][1] == relayer_patch.messages("entity_created")[0]
+
+
+def test_service_time_is_the_calls_duration_in_ms(rpc_relayer, relayer_patch):
+    @rpc_relayer
+    def call(relayer=None):
+        time.sleep(0.01)
+
+    started = time.perf_counter()
+    call()
+    took_ms = (time.perf_counter() - started) * 1000
+    [record] = relayer_patch.messages("logging_topic")
+    assert 10 <= record["service_time"] <= took_ms
 
 
 def test_decorator_exposes_its_relayer(rpc_relayer):

@@ -1,5 +1,6 @@
 import asyncio
 import threading
+import time
 from datetime import datetime
 
 import orjson
@@ -46,8 +47,8 @@ def test_asyncio_tasks_have_their_own_scope():
         token = enter(scope)
         try:
             for i in range(5):
-                scope.lines.append(("info", f"{name}-{i}", 0.0))
-                await asyncio.sleep(0)
+                current_scope().lines.append(("info", f"{name}-{i}", 0.0))
+                await asyncio.sleep(0)  # the other task runs, in its own scope
                 assert current_scope() is scope
             return [line[1] for line in scope.lines]
         finally:
@@ -79,8 +80,13 @@ def test_log_line_dict_has_utc_timestamp():
     }
 
 
-def test_elapsed_ms_grows():
+def test_elapsed_ms_is_milliseconds_since_the_scope_started():
+    started = time.perf_counter()
     scope = make_scope()
+    time.sleep(0.01)
     first = scope.elapsed_ms()
-    assert first >= 0
-    assert scope.elapsed_ms() >= first
+    time.sleep(0.01)
+    second = scope.elapsed_ms()
+    took_ms = (time.perf_counter() - started) * 1000
+    assert first >= 10 and round(second - first, 3) >= 10, (first, second)
+    assert second <= took_ms, "not counted from before the scope started"

@@ -277,7 +277,9 @@ def test_event():
 
 def test_anything_else_is_compact_json():
     log_only = {"source": "logs", "date": "2026-11-22T05:49:53+00:00", "lines": [{"a": 1}]}
-    assert format_message(Message(log_only)) == orjson.dumps(log_only).decode()
+    assert format_message(Message(log_only)) == (
+        '{"source":"logs","date":"2026-11-22T05:49:53+00:00","lines":[{"a":1}]}'
+    )
     assert format_message(Message([1, "two"])) == '[1,"two"]'
     assert format_message(Message({"status": 500})) == '{"status":500}'
 
@@ -356,7 +358,9 @@ def run(monkeypatch, capsys, argv, lines, stdout=None):
     return status, stdout.getvalue() if stdout is not None else out, err
 
 
-SAVED = [orjson.dumps(m).decode() for m in (REQUEST, EVENT, RPC, request(status=503, path="/boom"))]
+SAVED = tuple(
+    orjson.dumps(m).decode() for m in (REQUEST, EVENT, RPC, request(status=503, path="/boom"))
+)
 
 
 def test_stdin_human_view(monkeypatch, capsys):

@@ -1,8 +1,9 @@
 """Request ids, trace ids, headers, set/timer, sender, sampling, current()."""
 
 import asyncio
-import re
+import os
 import socket
+import time
 
 import pytest
 from flask import Flask
@@ -12,7 +13,7 @@ from relayer import InvalidFieldError, NonJSONSerializableMessageError, OutsideU
 from relayer.flask import FlaskRelayer
 from relayer.rpc import make_rpc_relayer
 
-HEX32 = re.compile("[0-9a-f]{32}")
+from .helpers import HEX32
 
 
 def flask_app(**kwargs):
@@ -131,7 +132,6 @@ def test_kafka_headers(relayer_patch):
     assert record == {
         "content-type": "application/json", "schema_version": "1", "request_id": "r-1",
     }  # fmt: skip
-    assert record["content-type"] == "application/json"
 
 
 def test_kafka_headers_can_be_turned_off(relayer_patch):
@@ -169,9 +169,9 @@ class TestSetAndTimer:
             ext.set("user_id", 42)
             ext.set("plan", {"name": "pro"})
             with ext.timer("db"):
-                pass
+                time.sleep(0.01)
             with ext.timer("db"):
-                pass
+                time.sleep(0.01)
             helper()
             return "ok"
 
@@ -179,7 +179,7 @@ class TestSetAndTimer:
         record = relayer_patch.messages("logs")[0]
         assert record["user_id"] == 42 and record["plan"] == {"name": "pro"}
         assert record["timings"]["db"]["count"] == 2
-        assert record["timings"]["db"]["total_ms"] >= 0
+        assert 20 <= record["timings"]["db"]["total_ms"] <= record["request_time"]
         assert record["timings"]["helper"]["count"] == 1
 
     def test_set_value_is_copied_when_set(self, relayer_patch):
@@ -225,7 +225,7 @@ def test_sender(relayer_patch):
     call()
     sender = relayer_patch.messages("rpclogs")[0]["sender"]
     assert sender["host"] == socket.gethostname()
-    assert isinstance(sender["pid"], int)
+    assert sender["pid"] == os.getpid()
     assert sender["service"] == "billing" and sender["version"] == "1.2.3"
 
 

@@ -8,30 +8,41 @@ from relayer._encoding import FIELD_LIMIT
 from relayer.wsgi import RelayerMiddleware, request_fields
 
 
-def plain_app(environ, start_response):
-    Relayer_instance.log("info", "plain")
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"hello"]
+def plain_app(relayer):
+    """A WSGI app answering a list body, that logs to ``relayer``."""
+
+    def app(environ, start_response):
+        relayer.log("info", "plain")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    return app
 
 
-def streaming_app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
+def streaming_app(relayer):
+    """A WSGI app answering a generator body, that logs to ``relayer`` as it streams."""
 
-    def body():
-        for i in range(3):
-            Relayer_instance.log("info", f"part {i}")
-            yield b"ab"
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
 
-    return body()
+        def body():
+            for i in range(3):
+                relayer.log("info", f"part {i}")
+                yield b"ab"
+
+        return body()
+
+    return app
 
 
-Relayer_instance = None
+def wrap(make_app, **kwargs):
+    """A RelayerMiddleware made from settings around ``make_app(its relayer)``."""
 
+    def app(environ, start_response):
+        return inner(environ, start_response)
 
-def wrap(app, **kwargs):
-    global Relayer_instance
     middleware = RelayerMiddleware(app, "logs", "k:1", **kwargs)
-    Relayer_instance = middleware.relayer
+    inner = make_app(middleware.relayer)
     return middleware
 
 
@@ -52,6 +63,7 @@ def test_generator_body_is_passed_through_and_counted(relayer_patch):
         {"REQUEST_METHOD": "GET", "PATH_INFO": "/s"}, lambda s, h, e=None: sent.append(s)
     )
     assert relayer_patch.messages("logs") == []
+    assert sent == ["200 OK"]
     assert list(body) == [b"ab"] * 3
     body.close()
     body.close()
@@ -71,7 +83,10 @@ def test_stream_closed_early_still_recorded(relayer_patch):
 
 def test_existing_relayer_can_be_passed(relayer_patch):
     relayer = Relayer("shared", "k:1")
-    assert RelayerMiddleware(plain_app, relayer=relayer).relayer is relayer
+    middleware = RelayerMiddleware(plain_app(relayer), relayer=relayer)
+    assert middleware.relayer is relayer
+    Client(middleware).get("/")
+    assert relayer_patch.messages("shared")[0]["lines"][0]["payload"] == "plain"
 
 
 def test_request_fields_decode_utf8_path():

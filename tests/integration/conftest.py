@@ -16,7 +16,6 @@ import os
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -24,12 +23,9 @@ from typing import NamedTuple
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
+from pytest_kafka import make_kafka_server, terminate
 
 from relayer import _producer
-
-with warnings.catch_warnings():  # kafka-python (imported by pytest-kafka) uses deprecated
-    warnings.simplefilter("ignore", DeprecationWarning)  # importlib.resources.read_text
-    from pytest_kafka import make_kafka_server, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -79,8 +75,9 @@ def _close_relayers() -> Iterator[None]:
 def kraft_controller() -> tuple[None, int]:
     """pytest-kafka's "zookeeper fixture", reused for KRaft: ``(None, controller_port)``.
 
-    pytest-kafka renders ``{zk_port}`` from it; our template uses it as the controller port.
-    Also fetches the jars here, before pytest-kafka's readiness timer starts.
+    ``make_kafka_server`` cannot do without one (tests/README.md says why). It renders
+    ``{zk_port}`` from it; our template uses it as the controller port. Also fetches the
+    jars here, before pytest-kafka's readiness timer starts.
     """
     kafka_local.ensure_jars()
     os.environ.setdefault("RELAYER_PYTHON", sys.executable)  # read by the launcher
