@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, ca
 
 from ._encoding import PartitionKey, error_text
 from ._ids import incoming_request_id
-from ._relayer import LogMessage, Relayer, fast_log
-from ._unit import Timer, UnitOfWork, enter, leave
+from ._relayer import LogMessage, Relayer
+from ._unit import Timer, UnitOfWork, enter, fast_log, leave
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -38,7 +38,17 @@ from ._producer import DeliveryProducer
 from ._record import RecordBuilder, encode_record, encoded_field
 from ._redact import Redactor
 from ._settings import Settings, seconds
-from ._unit import LINE_OVERHEAD, Fragment, Timer, UnitOfWork, current_unit, log_line_dict
+from ._unit import (
+    CURRENT,
+    LINE_OVERHEAD,
+    Fragment,
+    Timer,
+    UnitOfWork,
+    _Current,
+    current_unit,
+    fast_log,
+    log_line_dict,
+)
 from .exceptions import (
     MessageTooLargeError,
     NonJSONSerializableMessageError,
@@ -72,17 +82,6 @@ _TOPIC_CACHE_SIZE = 1024
 #: What ``log()`` takes as a message: a ``str`` or any JSON value (a dict,
 #: list, number, ``None``…), as the original relayer did.
 LogMessage = Any
-
-
-class _Current:
-    """The type of :data:`CURRENT`."""
-
-    def __repr__(self) -> str:
-        return "CURRENT"
-
-
-#: The default ``unit`` of :meth:`Relayer.emit`: the current unit of work.
-CURRENT = _Current()
 
 
 class Relayer:
@@ -475,29 +474,3 @@ class Relayer:
         if len(self._topics) < _TOPIC_CACHE_SIZE:
             self._topics[name] = topic
         return topic
-
-
-def fast_log(unit: UnitOfWork, log_level: Any, message: Any) -> bool:
-    """Add an ASCII string line of at most ``LINE_LIMIT`` characters to
-    ``unit`` without further checks, if it is one; return whether it was.
-
-    The first step of every ``log()`` in a unit of work, the common case
-    without a call; anything else goes to :meth:`Relayer._log`.
-    """
-    if (
-        type(message) is str
-        and type(log_level) is str
-        and message.isascii()
-        and log_level.isascii()
-    ):
-        size = len(message) + len(log_level)
-        if size <= LINE_LIMIT:
-            size += LINE_OVERHEAD
-            room = unit.room - size
-            if room >= 0:  # UnitOfWork.add, inlined: 466 instructions less per line
-                unit.room = room
-                unit.lines.append((log_level, message, _time()))
-            else:
-                unit.add((log_level, message, _time()), size)
-            return True
-    return False

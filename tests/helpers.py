@@ -131,3 +131,21 @@ class UnprintableError(Exception):
 
     def __str__(self) -> str:
         raise ValueError("UnprintableError.__str__")
+
+
+class WatchedClient:
+    """A producer's client that calls ``before()`` each time it is handed a message."""
+
+    def __init__(self, client: Any, before: Any) -> None:
+        self._client = client
+        self._before = before
+
+    def produce(self, *args: Any) -> None:
+        self._before()
+        self._client.produce(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __len__(self) -> int:
+        return len(self._client)

@@ -9,7 +9,6 @@ import pytest
 import relayer as relayer_module
 from relayer import Relayer, RelayerLogHandler
 from relayer._encoding import FIELD_LIMIT
-from relayer._scope import enter, leave
 from relayer.asgi import RelayerMiddleware
 
 from .helpers import HEX32, RECORD_FIELDS
@@ -326,14 +325,12 @@ def test_the_scope_is_left_when_the_request_ends(relayer_patch):
         raise ValueError("x")
 
     async def main():  # one task for both requests, as a server's connection handler
-        outer = Relayer("outer", "k:1").open_scope()
-        token = enter(outer)
-        await drive(wrap(hello_app), http_scope())
-        assert relayer_module._current_scope() is outer
-        with pytest.raises(ValueError):
-            await drive(wrap(fail), http_scope())
-        assert relayer_module._current_scope() is outer
-        leave(token)
+        with Relayer("outer", "k:1").unit_of_work("outer") as outer:
+            await drive(wrap(hello_app), http_scope())
+            assert relayer_module._current_unit() is outer.unit
+            with pytest.raises(ValueError):
+                await drive(wrap(fail), http_scope())
+            assert relayer_module._current_unit() is outer.unit
 
     asyncio.run(main())
     assert [r["status"] for r in relayer_patch.messages("logs")] == [200, 500]
@@ -540,7 +537,7 @@ def test_other_scopes_pass_straight_through(relayer_patch, kind):
     calls = []
 
     async def app(scope, receive, send):
-        calls.append((scope, receive, send, relayer_module._current_scope()))
+        calls.append((scope, receive, send, relayer_module._current_unit()))
         await send({"type": f"{kind}.sent"})
 
     scope = {"type": kind, "asgi": {"version": "3.0"}, "path": "/ws", "headers": []}

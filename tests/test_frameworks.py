@@ -51,7 +51,7 @@ def create_fastapi_app(**kwargs):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        lifespan_scopes.append(relayer._current_scope())
+        lifespan_scopes.append(relayer._current_unit())
         yield
 
     app = FastAPI(lifespan=lifespan)

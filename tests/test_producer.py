@@ -16,9 +16,10 @@ import confluent_kafka
 import pytest
 
 from relayer import ConfigurationError
-from relayer._producer import DEFAULT_PRODUCER_CONFIG, DeliveryProducer, _close_all_at_exit, _live
+from relayer._producer import DeliveryProducer, _close_all_at_exit, _live
+from relayer._settings import DEFAULT_PRODUCER_CONFIG
 
-from .helpers import MOCK_CLUSTER
+from .helpers import MOCK_CLUSTER, WatchedClient
 
 #: Nothing listens on port 1: a broker that is down.
 DOWN = MappingProxyType({"bootstrap.servers": "127.0.0.1:1"})
@@ -361,10 +362,10 @@ def test_a_huge_timeout_is_capped_to_what_librdkafka_can_wait(producers):
             return 0
 
     producer = producers(DOWN)
-    producer._rdk = Handle()
+    producer._client = Handle()
     assert producer.flush(1e7) == 0
     assert producer.flush(1.5) == 0
-    producer._rdk = None
+    producer._client = None
     assert waits == [2_147_483, 1.5]  # (2**31 - 1) ms, in whole seconds
 
 
@@ -414,14 +415,8 @@ def test_a_message_is_counted_only_once_librdkafka_has_it(producers):
     producer = producers(MOCK_CLUSTER)
     producer.produce("t", b"first")
     assert producer.flush(10) == 0
-    real_send = producer.send
     during = []
-
-    def send(*args):
-        during.append(producer.stats())
-        real_send(*args)
-
-    producer.send = send
+    producer._client = WatchedClient(producer._client, lambda: during.append(producer.stats()))
     producer.produce("t", b"second")
     assert during[0]["delivered"] == 1, during
     assert producer.flush(10) == 0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from relayer import RelayerError
 from relayer.flask import FlaskRelayer
 from relayer.rpc import make_rpc_relayer
-from relayer.test import RelayerPatch
+from relayer.testing import RelayerPatch
 
 from .helpers import RaisingStr, Str, Unprintable, UnprintableError
 

@@ -4,8 +4,7 @@ import unittest
 
 import pytest
 
-from relayer import Relayer
-from relayer import _producer
+from relayer import Relayer, _producer
 from relayer.testing import MockedProducer, RelayerPatch
 
 

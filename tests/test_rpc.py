@@ -7,7 +7,7 @@ import time
 import pytest
 
 from relayer import Relayer, ScopedRelayer
-from relayer._scope import current_scope
+from relayer._unit import current_unit
 from relayer.rpc import RPCRelayer, make_rpc_relayer
 
 
@@ -169,7 +169,7 @@ def test_events_from_a_thread_the_call_starts(rpc_relayer, relayer_patch):
 
     def work(relayer):
         relayer.emit("jobs", "started", {"n": 1})
-        after.append(current_scope())
+        after.append(current_unit())
 
     @rpc_relayer
     def handler(relayer=None):

@@ -32,9 +32,9 @@ from flask import Flask, current_app, has_app_context
 
 from .._facades import RelayerFacade
 from .._record import encoded_field
-from .._relayer import LogMessage, Relayer, fast_log
+from .._relayer import LogMessage, Relayer
 from .._settings import flask_key, names_of_settings
-from .._unit import Timer, UnitOfWork, current_unit
+from .._unit import Timer, UnitOfWork, current_unit, fast_log
 from ..exceptions import ConfigurationError, OutsideUnitOfWorkError
 from ..wsgi import WSGIMiddleware
 

@@ -22,11 +22,8 @@ from werkzeug.test import Client
 import relayer
 from relayer.asgi import RelayerMiddleware as ASGIRelayerMiddleware
 from relayer.wsgi import RelayerMiddleware as WSGIRelayerMiddleware
+from tests.helpers import RECORD_FIELDS, configure_django
 from tests.schemas import validate
-from tests.test_flask import RECORD_FIELDS
-from tests.test_frameworks import configure_django
-
-EVENTS_TOPIC: list[str] = []  # the Django views' event topic, set by the test
 
 
 def consume_with_headers(bootstrap, topic, n, timeout=30.0):
@@ -110,7 +107,8 @@ def test_fastapi_records_and_events_arrive(kafka_bootstrap, new_topic):
 def django_order(request, order_id):
     current = relayer.current()
     current.log("info", f"creating order {order_id}")
-    current.emit(EVENTS_TOPIC[0], "created", {"id": order_id}, partition_key=str(order_id))
+    topic = request.headers["X-Events-Topic"]  # the test's own topic
+    current.emit(topic, "created", {"id": order_id}, partition_key=str(order_id))
     return JsonResponse({"id": order_id}, status=201)
 
 
@@ -132,7 +130,6 @@ urlpatterns = [
 def test_django_records_and_events_arrive(kafka_bootstrap, new_topic):
     events = new_topic(prefix="orders")
     logs = new_topic(prefix="logs")
-    EVENTS_TOPIC[:] = [events]
     configure_django()
     from django.core.wsgi import get_wsgi_application
 
@@ -141,7 +138,9 @@ def test_django_records_and_events_arrive(kafka_bootstrap, new_topic):
     )
     client = Client(middleware)
     with override_settings(ROOT_URLCONF=__name__):
-        response = client.post("/orders/9", headers={"X-Request-ID": "dj-1"})
+        response = client.post(
+            "/orders/9", headers={"X-Request-ID": "dj-1", "X-Events-Topic": events}
+        )
         assert response.status_code == 201 and response.get_data() == b'{"id": 9}'
         response.close()
         response = client.get("/report", headers={"X-Request-ID": "dj-2"})

@@ -6,26 +6,26 @@ from datetime import datetime
 import orjson
 
 from relayer import Relayer
-from relayer._scope import Scope, current_scope, enter, leave, log_line_dict
+from relayer._unit import UnitOfWork, current_unit, enter, leave, log_line_dict
 
 
 def make_scope():
-    return Scope(Relayer("logs", "a:1"))
+    return UnitOfWork(Relayer("logs", "a:1"))
 
 
 def test_no_scope_by_default():
-    assert current_scope() is None
+    assert current_unit() is None
 
 
 def test_enter_and_leave_restore_the_previous_scope():
     outer, inner = make_scope(), make_scope()
     t1 = enter(outer)
     t2 = enter(inner)
-    assert current_scope() is inner
+    assert current_unit() is inner
     leave(t2)
-    assert current_scope() is outer
+    assert current_unit() is outer
     leave(t1)
-    assert current_scope() is None
+    assert current_unit() is None
 
 
 def test_threads_do_not_share_scopes():
@@ -33,7 +33,7 @@ def test_threads_do_not_share_scopes():
     seen = []
     token = enter(scope)
     try:
-        thread = threading.Thread(target=lambda: seen.append(current_scope()))
+        thread = threading.Thread(target=lambda: seen.append(current_unit()))
         thread.start()
         thread.join()
     finally:
@@ -47,9 +47,9 @@ def test_asyncio_tasks_have_their_own_scope():
         token = enter(scope)
         try:
             for i in range(5):
-                current_scope().lines.append(("info", f"{name}-{i}", 0.0))
+                current_unit().lines.append(("info", f"{name}-{i}", 0.0))
                 await asyncio.sleep(0)  # the other task runs, in its own scope
-                assert current_scope() is scope
+                assert current_unit() is scope
             return [line[1] for line in scope.lines]
         finally:
             leave(token)
