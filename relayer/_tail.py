@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Generator, Sequence
 from datetime import datetime
-from typing import IO, Any, Callable, NamedTuple, Optional
+from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -24,7 +24,7 @@ METADATA_TIMEOUT = 5.0
 #: Returned by :func:`get_field` for a field the message lacks.
 MISSING: Any = object()
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {"=": operator.eq, "!=": operator.ne}
+_OPS: Dict[str, Callable[[Any, Any], bool]] = {"=": operator.eq, "!=": operator.ne}
 _OPS.update({">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le})
 _WHERE = re.compile(r"([^=!<>]+)(!=|>=|<=|=|>|<)(.*)\Z", re.DOTALL)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
@@ -131,7 +131,7 @@ def key_variants(key: str) -> frozenset[bytes]:
         return frozenset({key.encode("utf-8", "surrogateescape")})
 
 
-def pick(value: Any, fields: Sequence[str]) -> dict[str, Any]:
+def pick(value: Any, fields: Sequence[str]) -> Dict[str, Any]:
     """The ``-k`` fields that ``value`` has, by name, in the order given."""
     return {f: v for f in fields if (v := get_field(value, f)) is not MISSING}
 
@@ -237,7 +237,7 @@ def render(message: Message, args: argparse.Namespace, color: bool = False) -> O
 
 
 def stdin_messages(
-    stream: IO[Any], err: IO[str], counts: dict[str, int]
+    stream: IO[Any], err: IO[str], counts: Dict[str, int]
 ) -> Generator[Message, None, None]:
     """The messages of saved JSON lines; bad lines are reported on ``err`` and skipped.
     ``counts`` gets how many lines were ``good`` and ``bad``.
@@ -262,15 +262,15 @@ def kafka_messages(
     ``follow``, up to the end offsets seen at the start. Raises :class:`TailError` when
     Kafka cannot be reached or a topic does not exist.
     """
-    said: list[str] = []
+    said: List[str] = []
 
     def report(error: KafkaError) -> None:  # once reading; an error repeated only once
         if ends and said[-1:] != [error.str()]:
             said.append(error.str())
             print(f"relayer tail: kafka: {error.str()}", file=err, flush=True)
 
-    ends: dict[tuple[str, int], int] = {}  # end offsets at the start; filled: reading
-    settings: dict[str, Any] = {"bootstrap.servers": bootstrap, "enable.auto.commit": False}
+    ends: Dict[Tuple[str, int], int] = {}  # end offsets at the start; filled: reading
+    settings: Dict[str, Any] = {"bootstrap.servers": bootstrap, "enable.auto.commit": False}
     settings.update({"group.id": f"relayer-tail-{uuid.uuid4().hex}", "error_cb": report})
     settings.update({"enable.partition.eof": not follow, "auto.offset.reset": "earliest"})
     try:
@@ -285,7 +285,7 @@ def kafka_messages(
         missing = [t for t in topics if t not in metadata.topics]
         if missing:
             raise TailError(f"no such topic on {bootstrap}: {', '.join(missing)}")
-        pending: set[tuple[str, int]] = set()  # partitions not read up to their end yet
+        pending: Set[Tuple[str, int]] = set()  # partitions not read up to their end yet
         assignment = []
         for topic in topics:
             if metadata.topics[topic].error is not None:
