@@ -162,7 +162,7 @@ class Settings:
     service_name: Optional[str] = field(default=None, metadata=_doc("in each record's `sender`"))
     service_version: Optional[str] = field(default=None, metadata=_doc("in each record's `sender`"))
     kafka_headers: bool = field(
-        default=True, metadata=_doc("whether every message carries the Kafka headers")
+        default=False, metadata=_doc("whether every message carries the Kafka headers")
     )
 
     @classmethod

@@ -117,8 +117,8 @@ class TestTraceIds:
         assert record["span_id"] == format(context.span_id, "016x")
 
 
-def test_kafka_headers(relayer_patch):
-    app, _ = flask_app()
+def test_kafka_headers_when_turned_on(relayer_patch):
+    app, _ = flask_app(kafka_headers=True)
     app.test_client().get("/", headers={"X-Request-ID": "r-1"})
     [event] = relayer_patch.mocked_producer.headers("orders")
     assert event == {
@@ -134,9 +134,11 @@ def test_kafka_headers(relayer_patch):
     }  # fmt: skip
 
 
-def test_kafka_headers_can_be_turned_off(relayer_patch):
-    """kafka_headers=False: no headers on events, records, raw messages and lone log lines."""
-    app, ext = flask_app(kafka_headers=False)
+@pytest.mark.parametrize("kwargs", [{}, {"kafka_headers": False}])
+def test_no_kafka_headers_by_default(relayer_patch, kwargs):
+    """By default (and with kafka_headers=False): no headers on events, records, raw
+    messages and lone log lines."""
+    app, ext = flask_app(**kwargs)
     app.test_client().get("/", headers={"X-Request-ID": "r-1"})
     assert app.extensions["relayer"].kafka_headers is False
     with app.app_context():

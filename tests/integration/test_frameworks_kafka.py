@@ -64,7 +64,9 @@ def test_fastapi_records_and_events_arrive(kafka_bootstrap, new_topic):
     events = new_topic(prefix="orders")
     logs = new_topic(prefix="logs")
     app = FastAPI()
-    app.add_middleware(ASGIRelayerMiddleware, logging_topic=logs, kafka_hosts=kafka_bootstrap)
+    app.add_middleware(
+        ASGIRelayerMiddleware, logging_topic=logs, kafka_hosts=kafka_bootstrap, kafka_headers=True
+    )
 
     @app.post("/orders/{order_id}", status_code=201)
     async def create_order(order_id: int):
@@ -134,7 +136,7 @@ def test_django_records_and_events_arrive(kafka_bootstrap, new_topic):
     from django.core.wsgi import get_wsgi_application
 
     middleware = WSGIRelayerMiddleware(
-        get_wsgi_application(), logging_topic=logs, kafka_hosts=kafka_bootstrap
+        get_wsgi_application(), logging_topic=logs, kafka_hosts=kafka_bootstrap, kafka_headers=True
     )
     client = Client(middleware)
     with override_settings(ROOT_URLCONF=__name__):

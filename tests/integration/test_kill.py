@@ -42,7 +42,7 @@ from relayer.rpc import make_rpc_relayer
 
 bootstrap, events, logs, prefix, progress, interval = sys.argv[1:7]
 interval = float(interval)
-rpc = make_rpc_relayer(logs, kafka_hosts=bootstrap)
+rpc = make_rpc_relayer(logs, kafka_hosts=bootstrap, kafka_headers=True)
 
 @rpc
 def hit(rid, relayer=None):

@@ -41,7 +41,7 @@ def test_events_and_records_round_trip(kafka_bootstrap, new_topic, consume):
     events = new_topic(partitions=3, prefix="orders")
     logs = new_topic(prefix="logs")
     app = Flask(__name__)
-    ext = FlaskRelayer(app, logs, kafka_bootstrap)
+    ext = FlaskRelayer(app, logs, kafka_bootstrap, kafka_headers=True)
 
     @app.post("/orders/<int:order_id>")
     def create_order(order_id):
@@ -267,6 +267,7 @@ def test_a_rich_record_end_to_end(kafka_bootstrap, new_topic, consume):
         service_version="9.9",
         sample_rate=0.0,  # only failed and slow requests are recorded
         slow_threshold_ms=10_000,
+        kafka_headers=True,
     )
     root = logging.getLogger()
     previous_level = root.level
