@@ -41,8 +41,13 @@ demo: $(VENV)/.installed
 # Every benchmark side by side against a local Kafka (~3 min), relayer 1.0.0 included
 # (its venv is built with pip on first use); writes benchmarks/RESULTS.md. `make test`
 # runs only `--smoke`, which leaves 1.0.0 out (see benchmarks/README.md).
-bench: $(VENV)/.installed
+bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run
+
+# The peers of section 4 (OpenTelemetry, sentry-sdk): `make bench` only, `make test` runs without.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --editable '.[flask,test,lint,bench]'
+	touch $@
 
 broker: $(VENV)/.installed
 	$(PY) -m tools.kafka_local run --port 9092

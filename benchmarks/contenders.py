@@ -3,10 +3,15 @@
 - the event every contender emits and the line it logs;
 - the floor: a bare ``confluent_kafka.Producer`` with relayer's defaults
   (:class:`RawProducer`) and :func:`raw_emitter`, ``emit`` written by hand;
+  inside a unit of work, :class:`RawUnit`, :func:`raw_unit_emitter` and
+  :func:`raw_unit_record`;
 - relayer's own: :func:`relayer_flush`, :func:`relayer_app`;
 - the Flask apps: bare (:func:`bare_app`) and the hand-written lower bound
   (:func:`lower_bound_app`);
 - :func:`timed_loop`, the timed part of every per-call sample.
+
+Flask is imported only by the functions that build an app, so that the
+callgrind cases of the floor (``benchmarks.instructions``) do not import it.
 """
 
 from __future__ import annotations
@@ -18,17 +23,18 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 import orjson
 from confluent_kafka import Producer
-from flask import Flask, g, request
 
 import relayer
 from relayer import Relayer
-from relayer.flask import FlaskRelayer
 
-from .harness import perf_ns
+if TYPE_CHECKING:
+    from flask import Flask
+
+perf_ns = time.perf_counter_ns  # = benchmarks.harness.perf_ns (not imported: see above)
 
 #: What every contender emits and logs (the original worker uses the same).
 PAYLOAD = {"id": 10, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
@@ -39,6 +45,7 @@ MESSAGE = "processing order 10"
 _now = datetime.now
 _UTC = timezone.utc
 _dumps = orjson.dumps
+_Fragment = orjson.Fragment
 _repeat = itertools.repeat
 
 
@@ -140,6 +147,66 @@ def raw_emitter(raw: RawProducer, source: str, headers: int = 0) -> Callable[...
     return emit_with_headers
 
 
+class RawUnit:
+    """What a hand-written unit of work holds: a request id (a uuid4, as
+    relayer's) and the encoded events kept for its record.
+    """
+
+    __slots__ = ("lines", "request_id")
+
+    def __init__(self) -> None:
+        self.request_id = uuid.uuid4().hex
+        self.lines: List[Any] = []
+
+
+def raw_unit_emitter(raw: RawProducer, source: str, unit: RawUnit) -> Callable[..., None]:
+    """The floor inside a unit of work: :func:`raw_emitter` (no headers) that
+    also puts the unit's request id in the envelope, as relayer does, and
+    keeps the encoded event for the record (as an ``orjson.Fragment``, as
+    relayer and the Flask lower bound keep it, so the record embeds it as
+    it is).
+
+    The unit is handed to the emitter (its request id and list are bound
+    once): the floor does not look up a current unit, relayer does.
+    """
+    produce = raw.producer.produce
+    request_id = unit.request_id
+    keep = unit.lines.append
+
+    def emit(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
+        envelope = {
+            "source": source,
+            "event_type": event_type,
+            "event_subtype": event_subtype,
+            "payload": payload,
+            "timestamp": _now(_UTC),
+            "request_id": request_id,
+        }
+        value = _dumps(envelope)
+        produce(event_type, value, key)
+        keep(_Fragment(value))
+
+    return emit
+
+
+def raw_unit_record(raw: RawProducer, records: str, unit: RawUnit) -> None:
+    """The record of a hand-written unit of work: one JSON object with its
+    request id and the events it kept, produced to ``records``.
+    """
+    raw.producer.produce(
+        records,
+        _dumps(
+            {
+                "source": records,
+                "logging_topic": records,
+                "date": _now(_UTC),
+                "request_id": unit.request_id,
+                "lines": unit.lines,
+            }
+        ),
+    )
+
+
 # -- timing and flushing ---------------------------------------------------------
 
 
@@ -189,6 +256,8 @@ def relayer_flush(instance: Relayer) -> Callable[[float], int]:
 
 def bare_app() -> Flask:
     """Bare Flask: the view returns ``""``."""
+    from flask import Flask
+
     app = Flask("bench_bare")
 
     @app.route("/")
@@ -200,6 +269,10 @@ def bare_app() -> Flask:
 
 def relayer_app(bootstrap: str, records: str, events: str) -> Tuple[Flask, Relayer]:
     """A Flask app with ``FlaskRelayer``, whose view does one emit and one log; and its relayer."""
+    from flask import Flask
+
+    from relayer.flask import FlaskRelayer
+
     app = Flask("bench_relayer")
     relayer = FlaskRelayer()
     relayer.init_app(app, records, kafka_hosts=bootstrap)
@@ -219,6 +292,8 @@ def lower_bound_app(raw: RawProducer, records: str, events: str) -> Flask:
     a list of lines per request, the event produced and kept, a log line
     kept, and one JSON record with relayer's fields produced after the view.
     """
+    from flask import Flask, g, request
+
     app = Flask("bench_lower_bound")
     produce = raw.producer.produce
     sender = {"host": socket.gethostname(), "pid": os.getpid()}

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Mapping, Optional
 
 from .harness import Ledger, Sizes, Stats
-from .targets import TARGETS, Verdict
+from .targets import TARGETS, Verdict, evaluate
 
 
 @dataclass
@@ -18,25 +18,61 @@ class Row:
 
     label: str
     stats: Optional[Stats]
-    unit: str  # "µs", "events/s", "bytes"
+    unit: str  # "µs", "events/s", "bytes", "instructions"
     compared: str = ""  # e.g. "1.12x floor"
     target: str = ""  # the name of a target in benchmarks.targets.TARGETS, if any
 
 
 @dataclass
 class Section:
-    """One comparison's table; ``figures`` are what the targets read."""
+    """One comparison's table; ``figures`` are what the targets read.
+
+    ``not_measured``: figures this comparison could not measure in this run,
+    and why (e.g. a tool is missing); their targets show "not run" and that
+    reason instead of failing the run. ``value_column``: when set, the table
+    has one value column of that name (each row's figure is a single
+    number, such as an instruction count) instead of median, min and max.
+    """
 
     title: str
     rows: List[Row] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     figures: Dict[str, float] = field(default_factory=dict)
+    not_measured: Dict[str, str] = field(default_factory=dict)
+    value_column: str = ""
+
+
+@dataclass(frozen=True)
+class NotMeasured(Verdict):
+    """The verdict of a target whose figure a section could not measure."""
+
+    why: str = ""
+
+    @property
+    def shown(self) -> str:
+        return self.why
+
+
+def judge(sections: List[Section], with_original: bool) -> Dict[str, Verdict]:
+    """Every target's verdict (:func:`benchmarks.targets.evaluate`) from the
+    figures of ``sections``; a target whose figure a section declared
+    ``not_measured`` gets a :class:`NotMeasured` verdict.
+    """
+    figures = {k: v for s in sections for k, v in s.figures.items()}
+    skipped = {k: why for s in sections for k, why in s.not_measured.items() if k not in figures}
+    verdicts = evaluate({**{k: 0.0 for k in skipped}, **figures}, with_original)
+    for name, verdict in verdicts.items():
+        why = skipped.get(verdict.target.figure)
+        if why is not None:
+            verdicts[name] = NotMeasured(verdict.target, None, why)
+    return verdicts
 
 
 _UNIT_FORMAT = {
     "µs": "{:,.3f} µs",
     "events/s": "{:,.0f}/s",
     "bytes": "{:,.0f} B",
+    "instructions": "{:,.0f}",
 }
 
 
@@ -49,7 +85,17 @@ def _cell(value: float, unit: str) -> str:
 
 def render_section(section: Section, verdicts: Mapping[str, Verdict]) -> str:
     lines = [f"### {section.title}", ""]
-    if section.rows:
+    if section.rows and section.value_column:
+        lines += [
+            f"| | {section.value_column} | compared | target |",
+            "|---|---:|---|---|",
+        ]
+        for row in section.rows:
+            value = "" if row.stats is None else _cell(row.stats.median, row.unit)
+            target = verdicts[row.target].cell if row.target else ""
+            lines.append(f"| {row.label} | {value} | {row.compared} | {target} |")
+        lines.append("")
+    elif section.rows:
         lines += [
             "| | median | min | max | compared | target |",
             "|---|---:|---:|---:|---|---|",

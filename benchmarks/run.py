@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import calls, end_to_end, flask_bench, memory
+from . import calls, end_to_end, flask_bench, memory, server
 from .harness import FULL, SMOKE, Ledger, broker
+from .instructions import bench_instructions
 from .machine import CpuClock, machine
 from .orig_venv import OriginalWorker, original_worker
-from .report import Section, render_delivery, render_section, render_setup, render_targets
-from .targets import evaluate
+from .report import Section, judge, render_delivery, render_section, render_setup, render_targets
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -76,15 +76,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             sections += end_to_end.bench_end_to_end(ledger, sizes)
             progress("6: memory with the broker down")
             sections += memory.bench_memory(sizes)
+            progress("7: a real server (gunicorn)")
+            sections += server.bench_server(ledger, sizes)
             progress("counting what the broker holds")
             held = ledger.held()
         finally:
             ledger.delete_topics()
             progress("stopping the broker")
 
-    busy = CpuClock().since(clock)
+    busy = CpuClock().since(clock)  # of the timed sections: callgrind's runs come after
+    # Instructions need no broker, and must not share the machine with the timed sections.
+    progress("8: instructions per call (callgrind)")
+    timed = {k: v for s in sections for k, v in s.figures.items()}
+    sections.append(bench_instructions(args.smoke, timed))
     lost = {t: (s, held.get(t, 0)) for t, s in ledger.sent.items() if held.get(t, 0) < s}
-    verdicts = evaluate({k: v for s in sections for k, v in s.figures.items()}, with_original)
+    verdicts = judge(sections, with_original)
     mode = "smoke run (tiny sizes: the figures mean little)" if args.smoke else "full run"
     text = "\n".join(
         [

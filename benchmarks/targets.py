@@ -51,6 +51,44 @@ class Target:
 TARGETS: Tuple[Target, ...] = (
     Target("emit", "emit/floor", 1.3, True, "`emit()` {rule} raw produce"),
     Target(
+        "emit_uow",
+        "emit uow/floor uow",
+        1.3,
+        True,
+        "`emit()` in a unit of work {rule} raw produce in a unit of work",
+    ),
+    Target(
+        "emit_headers",
+        "emit headers/floor headers",
+        1.3,
+        True,
+        "`emit()` with `kafka_headers=True` {rule} raw produce with the same headers",
+    ),
+    # Instructions per call (callgrind; benchmarks/instructions.py): the same
+    # comparisons, in figures the machine's noise cannot move.
+    Target("instr_emit", "emit/raw instructions", 1.3, True, "`emit()` {rule} raw, instructions"),
+    Target(
+        "instr_emit_uow",
+        "emit uow/raw uow instructions",
+        1.3,
+        True,
+        "`emit()` in a unit of work {rule} raw in a unit of work, instructions",
+    ),
+    Target(
+        "instr_emit_headers",
+        "emit headers/raw headers instructions",
+        1.3,
+        True,
+        "`emit()` with `kafka_headers=True` {rule} raw with the same headers, instructions",
+    ),
+    Target(
+        "instr_flask",
+        "flask added/lower bound added instructions",
+        1.5,
+        True,
+        "Flask: added by relayer {rule} added by the lower bound, instructions",
+    ),
+    Target(
         "log",
         "log µs",
         0.5,
@@ -74,12 +112,23 @@ TARGETS: Tuple[Target, ...] = (
         "`FlaskRelayer.log()` (the Flask extension) {rule}",
         "µs",
     ),
+    # The peers need the `bench` extra (`make bench` installs it): full_only lets
+    # --smoke without it show "not run"; with it, --smoke measures them too.
     Target(
-        "flask",
-        "flask added/lower bound added",
-        1.25,
+        "vs_otel_flask",
+        "flask added/otel added",
+        0.2,
         True,
-        "Flask: added by relayer {rule} added by the lower bound",
+        "Flask: added by relayer {rule} added by OpenTelemetry's Flask instrumentation",
+        full_only=True,
+    ),
+    Target(
+        "vs_sentry_flask",
+        "flask added/sentry added",
+        0.2,
+        True,
+        "Flask: added by relayer {rule} added by sentry-sdk's Flask integration",
+        full_only=True,
     ),
     Target(
         "vs_1.0.0_emit",
@@ -90,12 +139,11 @@ TARGETS: Tuple[Target, ...] = (
         full_only=True,
     ),
     Target(
-        "vs_1.0.0_flask",
-        "1.0.0 flask added/flask added",
-        5,
-        False,
-        "Flask: {rule} less added per request than 1.0.0",
-        full_only=True,
+        "memory",
+        "memory relayer/floor",
+        1.01,
+        True,
+        "memory per pending message with default settings {rule} the raw floor's",
     ),
     Target(
         "e2e",
@@ -104,6 +152,22 @@ TARGETS: Tuple[Target, ...] = (
         False,
         "{rule} end to end, nothing lost",
         "events/s",
+    ),
+    # Section 7 (benchmarks/server.py): gunicorn, 2 sync workers, load from another process.
+    Target(
+        "server_rps",
+        "server rps ratio",
+        0.9,
+        False,
+        "gunicorn: requests/s with relayer {rule} bare",
+    ),
+    Target(
+        "server_p99",
+        "server p99 added µs",
+        1000,
+        True,
+        "gunicorn: p99 latency added by relayer {rule}",
+        "µs",
     ),
 )
 
