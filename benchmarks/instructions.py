@@ -189,7 +189,7 @@ def _raw_client() -> Any:
     return confluent_kafka.Producer({"bootstrap.servers": HOSTS, "linger.ms": 5})
 
 
-def _produce(n: int, positional: bool, encode_key: bool) -> None:
+def _produce(n: int, positional: bool, encode_key: bool, all_args: bool = True) -> None:
     from .contenders import KEY
 
     client = _raw_client()
@@ -197,7 +197,9 @@ def _produce(n: int, positional: bool, encode_key: bool) -> None:
     _settled()
     for _ in range(n):
         key = KEY.encode() if encode_key else KEY
-        if positional:
+        if not all_args:
+            client.produce("bench", value, key)
+        elif positional:
             client.produce("bench", value, key, -1, None, None, 0, None)
         else:
             client.produce("bench", value=value, key=key)
@@ -257,7 +259,11 @@ def _unit_add(n: int, inline: bool) -> None:
 
 #: Each kept optimisation (first) and what it replaces (second).
 OPTIMISATIONS = {
-    "positional produce() (Relayer.emit)": ("produce_positional", "produce_keywords"),
+    "positional produce() (DeliveryProducer.produce)": ("produce_positional", "produce_keywords"),
+    "three arguments without headers (DeliveryProducer.produce)": (
+        "produce_three_args",
+        "produce_positional",
+    ),
     "str keys passed through (Relayer.emit)": ("produce_positional", "produce_encoded_key"),
     "itertools.count, no lock (Accounts.count)": ("count_itertools", "count_lock"),
     "logging's cache read first (DeliveryProducer.produce)": ("debug_cache", "debug_isenabledfor"),
@@ -278,6 +284,7 @@ CASES: Dict[str, Callable[[int], None]] = {
     "flask_request": lambda n: _flask(n, "relayer"),
     "flask_lower_bound": lambda n: _flask(n, "lower_bound"),
     "produce_positional": lambda n: _produce(n, True, False),
+    "produce_three_args": lambda n: _produce(n, True, False, all_args=False),
     "produce_keywords": lambda n: _produce(n, False, False),
     "produce_encoded_key": lambda n: _produce(n, True, True),
     "count_itertools": lambda n: _count(n, False),

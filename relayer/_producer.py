@@ -100,7 +100,6 @@ class DeliveryProducer:
         self._stop = threading.Event()
         self._poller: Optional[threading.Thread] = None
         self._accounts = Accounts(self._on_delivery_error)
-        self._count = self._accounts.count
         self._closed = False
         self._unusable = ""  # why librdkafka refused to start, if it did
 
@@ -129,8 +128,8 @@ class DeliveryProducer:
             client = self._client
             if client is None:
                 client = self._connect()
-            # Positional (keywords cost 1,370 instructions more), and without
-            # headers only three arguments (700 less): benchmarks/instructions.py.
+            # Positional (keywords cost 1,400 instructions more), and without
+            # headers three arguments only (benchmarks/instructions.py rows).
             if headers is None:
                 client.produce(topic, value, key)
             else:
@@ -140,7 +139,7 @@ class DeliveryProducer:
         else:
             # Counted once librdkafka has it, so that stats() never takes one
             # not queued yet for delivered; _refused counts the others.
-            self._count()
+            self._accounts.count()
 
     def _refused(
         self,

@@ -193,23 +193,15 @@ class Relayer:
             key = partition_key  # confluent-kafka encodes it, for 420 instructions less
         else:
             key = encode_key(partition_key)  # raises on bad keys
-        if unit is None:
-            envelope = {
-                "source": self.source,
-                "event_type": event_type,
-                "event_subtype": event_subtype,
-                "payload": payload,
-                "timestamp": _now(_UTC),
-            }
-        else:  # one literal: a key added later makes the dict grow (300 instructions)
-            envelope = {
-                "source": self.source,
-                "event_type": event_type,
-                "event_subtype": event_subtype,
-                "payload": payload,
-                "timestamp": _now(_UTC),
-                "request_id": unit.request_id,
-            }
+        envelope = {
+            "source": self.source,
+            "event_type": event_type,
+            "event_subtype": event_subtype,
+            "payload": payload,
+            "timestamp": _now(_UTC),
+        }
+        if unit is not None:
+            envelope["request_id"] = unit.request_id
         headers: Optional[Headers] = None
         if self.kafka_headers:
             headers = [
