@@ -4,12 +4,14 @@
 #               (the 3-broker failover test as a step of its own)
 # Both create .venv and install what they need on first use; Kafka's jars
 # come from Maven Central through mvn into ~/.cache/relayer (Java 17 needed).
+# `make test` also installs Debian's PostgreSQL server if no initdb is found
+# (`make postgres`); the tests start their own server from it.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test unit integration failover lint demo broker bench clean
+.PHONY: test unit integration failover lint demo broker bench postgres clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +19,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --editable '.[flask,test,lint]'
 	touch $@
 
-test: lint $(VENV)/.installed
+test: lint postgres $(VENV)/.installed
 	$(PY) -m pytest -m "not failover"
 	$(PY) -m pytest -m failover
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests --ignore=tests/integration
 
-integration: $(VENV)/.installed
+integration: postgres $(VENV)/.installed
 	$(PY) -m pytest tests/integration -m "not failover"
 
 failover: $(VENV)/.installed
@@ -34,6 +36,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check relayer tests tools examples benchmarks
 	$(PY) -m ruff format --check relayer tests tools examples benchmarks
 	$(PY) -m mypy
+	$(PY) -m mypy tools/postgres_local.py
 
 demo: $(VENV)/.installed
 	$(PY) -m examples.demo
@@ -51,6 +54,32 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 broker: $(VENV)/.installed
 	$(PY) -m tools.kafka_local run --port 9092
+
+# PostgreSQL's server programs for the database tests (tools/postgres_local.py starts a
+# throwaway server from them): Debian's postgresql package, installed only when no initdb
+# is on PATH or in /usr/lib/postgresql/*/bin. Needs root, or sudo. Nothing is started here.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		exit 0; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make postgres: no PostgreSQL server (initdb) found, and no apt-get to install" \
+			"Debian's postgresql package: install PostgreSQL 13+ (initdb on PATH), or set" \
+			"RELAYER_TEST_DATABASE_URL to an existing server." >&2; \
+		exit 1; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		sudo=; \
+	elif command -v sudo >/dev/null 2>&1; then \
+		sudo=sudo; \
+	else \
+		echo "make postgres: no PostgreSQL server (initdb) found, and installing Debian's" \
+			"postgresql package needs root or sudo. Install it (or any PostgreSQL 13+ with" \
+			"initdb on PATH), or set RELAYER_TEST_DATABASE_URL to an existing server." >&2; \
+		exit 1; \
+	fi; \
+	echo "make postgres: no initdb found, installing Debian's postgresql package"; \
+	$$sudo apt-get update -q && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends postgresql
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

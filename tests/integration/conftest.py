@@ -7,6 +7,10 @@ If no broker can be reached, the fixtures raise: tests fail, they are never skip
 Private brokers: ``broker_factory`` (single nodes to stop, restart or start late) and
 ``kafka_cluster`` (a started 3-node cluster for the ``failover`` tests, which CI runs as a
 separate step: ``-m failover``; the main run uses ``-m "not failover"``).
+
+Databases (the last section): ``postgres_url`` is ``$RELAYER_TEST_DATABASE_URL`` if set, else a
+local PostgreSQL server started for the session (tools/postgres_local.py); ``database_url``
+runs a test on a new SQLite file and on a new PostgreSQL database. No Kafka needed for them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message
@@ -31,8 +35,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools import kafka_local  # noqa: E402  (needs sys.path above)
+from tools import kafka_local, postgres_local  # noqa: E402  (needs sys.path above)
 from tools.kafka_local import KafkaBroker, KafkaCluster  # noqa: E402
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 HERE = Path(__file__).resolve().parent
 LAUNCHER = REPO_ROOT / "tools" / "kafka-server-start"
@@ -323,3 +330,80 @@ def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
     yield cluster
     close_open_relayers()
     cluster.close(grace=10)
+
+
+# --- databases: PostgreSQL and SQLite (the outbox tests) -----------------------------------
+#
+# Apart from the Kafka fixtures above: none of these needs a broker. SQLAlchemy and psycopg
+# are imported only when a database fixture runs.
+
+PG_START_TIMEOUT = 60  # seconds; it starts in about 1 s
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres_local.PostgresServer | None]:
+    """The session's local PostgreSQL server (``tools.postgres_local.PostgresServer``), or
+    None when ``$RELAYER_TEST_DATABASE_URL`` names one to use instead. Raises (the tests
+    fail) if it cannot start; stopped, and its temp dir removed, at the end of the session."""
+    if postgres_local.external_database_url() is not None:  # ValueError if not PostgreSQL
+        yield None
+        return
+    server = postgres_local.PostgresServer()
+    server.start(timeout=PG_START_TIMEOUT)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: postgres_local.PostgresServer | None) -> str:
+    """SQLAlchemy URL of the session's PostgreSQL database: ``$RELAYER_TEST_DATABASE_URL``
+    (which must be a PostgreSQL URL, and answer within 30 s), else the local server's
+    ``postgresql+psycopg://postgres@127.0.0.1:PORT/relayer_test``. Shared by the whole
+    session: tests that write use ``database_url`` instead."""
+    external = postgres_local.external_database_url()
+    if external is not None:
+        postgres_local.wait_ready(external, timeout=30)  # raises (test fails) if unreachable
+        return external
+    assert postgres_server is not None
+    return postgres_server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Runs the test twice. ``sqlite``: ``sqlite:///<tmp_path>/outbox.db`` (not created yet).
+    ``postgresql``: a new empty database ``t_<32 hex>`` on the ``postgres_url`` server,
+    dropped at teardown (``WITH (FORCE)``). Engines from ``engine_factory`` are disposed of
+    before that; dispose of any other engine in the test itself.
+
+    One backend only: ``@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)``.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'outbox.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    url = postgres_local.create_database(base)
+    try:
+        yield url
+    finally:
+        postgres_local.drop_database(url, base)
+
+
+@pytest.fixture
+def engine_factory(database_url: str) -> Iterator[Callable[..., Engine]]:
+    """``make(url=None, **kwargs) -> Engine``: ``sqlalchemy.create_engine(url or
+    database_url, **kwargs)``. Every engine made is disposed of at teardown, before the
+    database is dropped."""
+    from sqlalchemy import create_engine
+
+    engines: list[Engine] = []
+
+    def make(url: str | None = None, **kwargs: object) -> Engine:
+        engine = create_engine(url or database_url, **kwargs)  # type: ignore[arg-type]
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
