@@ -48,6 +48,11 @@ _dumps = orjson.dumps
 _Fragment = orjson.Fragment
 _repeat = itertools.repeat
 
+#: The floor's event ids, made as relayer makes its own (relayer._ids): a
+#: random prefix for the process, then a counter, 32 hex characters.
+_ID_PREFIX = os.urandom(10).hex()
+_id_ticks = itertools.count()
+
 
 # -- the floor: confluent-kafka by hand -------------------------------------------
 
@@ -96,17 +101,18 @@ def raw_emitter(raw: RawProducer, source: str, headers: int = 0) -> Callable[...
     """The floor: what ``emit`` does, written directly against confluent-kafka.
 
     The same envelope (built and dumped each call) and the same key; with
-    ``headers=4`` the four headers relayer sends with an event (passed
+    ``headers=5`` the five headers relayer sends with an event (passed
     positionally, as relayer does), with ``headers=1`` just ``content-type``:
     the price of having any header at all.
     """
-    if headers not in (0, 1, 4):
-        raise ValueError(f"headers must be 0, 1 or 4, not {headers!r}")
+    if headers not in (0, 1, 5):
+        raise ValueError(f"headers must be 0, 1 or 5, not {headers!r}")
     produce = raw.producer.produce
     if not headers:
 
         def emit(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
             envelope = {
+                "event_id": f"{_ID_PREFIX}{next(_id_ticks):012x}",
                 "source": source,
                 "event_type": event_type,
                 "event_subtype": event_subtype,
@@ -119,7 +125,9 @@ def raw_emitter(raw: RawProducer, source: str, headers: int = 0) -> Callable[...
     only_content_type = headers == 1
 
     def emit_with_headers(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
+        event_id = f"{_ID_PREFIX}{next(_id_ticks):012x}"
         envelope = {
+            "event_id": event_id,
             "source": source,
             "event_type": event_type,
             "event_subtype": event_subtype,
@@ -141,6 +149,7 @@ def raw_emitter(raw: RawProducer, source: str, headers: int = 0) -> Callable[...
                 ("schema_version", "1"),
                 ("event_type", event_type),
                 ("event_subtype", event_subtype),
+                ("event_id", event_id),
             ],
         )
 
@@ -175,6 +184,7 @@ def raw_unit_emitter(raw: RawProducer, source: str, unit: RawUnit) -> Callable[.
 
     def emit(event_type: str, event_subtype: str, payload: Any, key: Any) -> None:
         envelope = {
+            "event_id": f"{_ID_PREFIX}{next(_id_ticks):012x}",
             "source": source,
             "event_type": event_type,
             "event_subtype": event_subtype,
@@ -307,6 +317,7 @@ def lower_bound_app(raw: RawProducer, records: str, events: str) -> Flask:
     def view() -> str:
         _, _, request_id, lines = g.unit
         event = {
+            "event_id": f"{_ID_PREFIX}{next(_id_ticks):012x}",
             "source": records,
             "event_type": events,
             "event_subtype": SUBTYPE,

@@ -7,9 +7,10 @@ The core here knows no web framework; see :mod:`relayer.flask`,
 """
 
 from ._facades import CallUnit, ScopedRelayer
+from ._headers import SCHEMA_VERSION
 from ._logging import RelayerLogHandler, capture_logging
 from ._redact import DEFAULT_REDACT_KEYS
-from ._relayer import SCHEMA_VERSION, Relayer
+from ._relayer import Relayer
 from ._settings import DEFAULT_PRODUCER_CONFIG, Settings
 from ._unit import current_unit as _current_unit
 from .exceptions import (

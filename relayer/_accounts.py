@@ -58,13 +58,11 @@ class Accounts:
 
     def __init__(self, on_delivery_error: Optional[DeliveryErrorCallback]) -> None:
         self.lock = threading.Lock()
-        #: One tick per message librdkafka took, or dropped: ``next()`` on
-        #: an ``itertools.count`` is atomic, so the hot path takes no lock,
-        #: which would cost 1,715 instructions more per message
-        #: (``python -m benchmarks.instructions``, its optimisation rows).
-        self._ticks = itertools.count()
-        #: Count one message (librdkafka took it, or it was dropped).
-        self.count: Callable[[], int] = self._ticks.__next__
+        #: One tick per message librdkafka took, or dropped: ``next(ticks)``
+        #: is atomic, so the hot path takes no lock, which would cost 1,700
+        #: instructions more per message (``python -m benchmarks.instructions``,
+        #: its optimisation rows).
+        self.ticks = itertools.count()
         self.failed = 0
         self.dropped = 0
         #: Of the failed: purged while in flight (sent, not acknowledged).
@@ -119,7 +117,7 @@ class Accounts:
         sees one without the other).
         """
         with self.lock:
-            self.count()
+            next(self.ticks)
             self.dropped += 1
             self.unreported[f"dropped ({reason})"] += 1
 
@@ -144,7 +142,7 @@ class Accounts:
     @property
     def produced(self) -> int:
         """Messages librdkafka took, and messages dropped, so far."""
-        return int(repr(self._ticks)[6:-1])  # a count shows its next value only in its repr
+        return int(repr(self.ticks)[6:-1])  # a count shows its next value only in its repr
 
     def report(self) -> None:
         """Log, in one line, what failed or was dropped since the last report."""

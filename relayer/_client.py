@@ -4,9 +4,22 @@ or a test double that takes the same calls (:mod:`relayer.testing`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Protocol, Tuple, Union
 
 Headers = List[Tuple[str, Union[str, bytes, None]]]
+
+
+class Message(NamedTuple):
+    """An event built and checked, not produced yet: what ``emit(...,
+    into=...)`` hands over, what ``event_delivery="on_success"`` holds and
+    what the outbox stores.
+    """
+
+    topic: str
+    value: bytes
+    key: Union[str, bytes, None]
+    headers: Optional[Headers]
+    event_id: str
 
 
 class Client(Protocol):

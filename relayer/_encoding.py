@@ -14,10 +14,12 @@ from typing import Any, Iterable, Optional, Tuple, Union
 
 import orjson
 
+from ._client import Headers
 from .exceptions import (
     InvalidLogMessageError,
     InvalidPartitionKeyError,
     InvalidTopicError,
+    MessageTooLargeError,
     NonJSONSerializableMessageError,
     UnsupportedPartitionKeyTypeError,
 )
@@ -205,3 +207,30 @@ def level_text(level: Any) -> str:
             f"log_level must be valid Unicode (no lone surrogates), not {describe(text)}"
         )
     return text
+
+
+#: What librdkafka adds to key and value when it checks message.max.bytes
+#: (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD).
+WIRE_OVERHEAD = 36
+
+
+def check_size(
+    topic: str,
+    value: bytes,
+    key: Union[str, bytes, None],
+    headers: Optional[Headers],
+    max_bytes: int,
+) -> None:
+    """Raise if librdkafka would refuse this message as too large (``max_bytes``:
+    message.max.bytes less :data:`WIRE_OVERHEAD`).
+
+    :raises MessageTooLargeError: it is.
+    """
+    size = len(value) + (len(key) if key else 0) + headers_size(headers or ())
+    if size <= max_bytes:
+        return
+    raise MessageTooLargeError(
+        f"a message for topic {topic!r} would be {size + WIRE_OVERHEAD} bytes, over the "
+        f"producer's message.max.bytes of {max_bytes + WIRE_OVERHEAD}; send less, or raise "
+        "message.max.bytes in producer_opts (and max.message.bytes on the topic)"
+    )

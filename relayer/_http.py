@@ -111,11 +111,14 @@ def finish_request(
     """Write the record of a request that ended with ``status`` (``None``:
     no response was sent; recorded as 500). Server errors, and requests whose
     application ``failed`` after the response started, are always kept when
-    sampling.
+    sampling. Its events (``event_delivery="on_success"``) go if it did not
+    fail and its status is below 400.
     """
     if status is None:
         status = 500
     fields["status"] = status
     fields["content_length"] = content_length
     fields["request_time"] = scope.elapsed_ms()
-    relayer.write_record(scope, fields, failed=failed or status >= 500)
+    relayer.write_record(
+        scope, fields, failed=failed or status >= 500, succeeded=not failed and status < 400
+    )

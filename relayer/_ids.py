@@ -1,4 +1,9 @@
-"""Request ids and trace ids: taken from the caller when it sent usable ones.
+"""Event ids, request ids and trace ids.
+
+- An event id is 32 hex characters: 20 from a random prefix drawn for each
+  process (drawn again in a forked child), then a 12-digit counter. Unique
+  across processes, forks, restarts and machines (80 random bits per
+  process), and readable as a UUID's hex by consumers that store them so.
 
 - A request id comes from the incoming header (``X-Request-ID`` by default)
   when it is a short printable string, else a fresh one is generated.
@@ -9,11 +14,38 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 from typing import Any, Optional, Tuple
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+#: This process's event id prefix: 20 random hex characters (see
+#: :func:`new_event_id`; :meth:`Relayer.emit <relayer.Relayer.emit>` makes the
+#: same id inline, which saves a Python call per event).
+EVENT_PREFIX = os.urandom(10).hex()
+#: The counter after :data:`EVENT_PREFIX` (``next()`` on it is atomic).
+EVENT_TICKS = itertools.count()
+
+
+def new_event_id() -> str:
+    """A fresh event id (32 hex characters)."""
+    return f"{EVENT_PREFIX}{next(EVENT_TICKS):012x}"
+
+
+def _new_event_prefix() -> None:
+    """In a forked child: a prefix of its own, so that parent and child never
+    make the same id.
+    """
+    global EVENT_PREFIX, EVENT_TICKS
+    EVENT_PREFIX = os.urandom(10).hex()
+    EVENT_TICKS = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_event_prefix)
 
 TraceIds = Tuple[Optional[str], Optional[str]]
 _NO_IDS: TraceIds = (None, None)

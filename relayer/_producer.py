@@ -119,10 +119,7 @@ class DeliveryProducer:
         is dropped and counted. A ``str`` key must be valid Unicode
         (librdkafka gets it as UTF-8).
         """
-        debug = _debug_cache(_DEBUG)
-        if debug is None:
-            debug = _debug(_DEBUG)
-        if debug and not logger.disabled:
+        if _debug_cache(_DEBUG) is not False and _debug(_DEBUG):  # cached False: no call
             _log_message(topic, key, value)
         try:
             client = self._client
@@ -139,7 +136,7 @@ class DeliveryProducer:
         else:
             # Counted once librdkafka has it, so that stats() never takes one
             # not queued yet for delivered; _refused counts the others.
-            self._accounts.count()
+            next(self._accounts.ticks)
 
     def _refused(
         self,
@@ -221,7 +218,7 @@ class DeliveryProducer:
             except Exception as exc:
                 self._accounts.unexpected(exc)
                 return
-            self._accounts.count()
+            next(self._accounts.ticks)
             return
 
     def _build(self) -> confluent_kafka.Producer:

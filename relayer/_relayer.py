@@ -14,24 +14,27 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import orjson
 
-from ._client import Headers
+from . import _ids
+from ._client import Headers, Message
 from ._encoding import (
     LINE_LIMIT,
+    WIRE_OVERHEAD,
     PartitionKey,
+    check_size,
     clip,
     describe,
     dumps,
     encode_key,
-    header_text,
-    headers_size,
     level_text,
     topic_name,
     valid_text,
 )
+from ._headers import event_headers, plain_headers
+from ._held import HeldEvents
 from ._ids import trace_ids
 from ._logging import capture_logging as _capture_logging
 from ._producer import DeliveryProducer
@@ -50,7 +53,6 @@ from ._unit import (
     log_line_dict,
 )
 from .exceptions import (
-    MessageTooLargeError,
     NonJSONSerializableMessageError,
 )
 
@@ -64,15 +66,7 @@ _now = datetime.now
 _time = time.time
 _orjson_dumps = orjson.dumps
 
-#: What librdkafka adds to key and value when it checks message.max.bytes
-#: (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD).
-_WIRE_OVERHEAD = 36
 
-#: The version of the message and record formats (``schemas/``), sent in
-#: each message's ``schema_version`` header.
-SCHEMA_VERSION = "1"
-_JSON = ("content-type", "application/json")
-_VERSION = ("schema_version", SCHEMA_VERSION)
 #: Room left for headers before their exact size is worth computing.
 _HEADER_ROOM = 1024
 
@@ -143,12 +137,15 @@ class Relayer:
             when_full=s.when_full,
             block_timeout=s.block_timeout,
         )
-        self._max_message_bytes = int(self._producer.config["message.max.bytes"]) - _WIRE_OVERHEAD
+        self._max_message_bytes = int(self._producer.config["message.max.bytes"]) - WIRE_OVERHEAD
         #: Values up to this size (less the key's) fit whatever their headers.
         self._value_room = self._max_message_bytes - _HEADER_ROOM
         #: Bytes a record may take: the limit less room for its headers (a
         #: request id has at most 128 characters).
         self.record_room = self._max_message_bytes - 300
+        #: With ``event_delivery="on_success"``: the events units of work hold.
+        self._hold = s.event_delivery == "on_success"
+        self._held = HeldEvents(self._producer)
         if s.capture_logging:
             _capture_logging(logging.NOTSET if s.capture_logging is True else s.capture_logging)
 
@@ -162,16 +159,24 @@ class Relayer:
         partition_key: PartitionKey = None,
         *,
         unit: Union[UnitOfWork, _Current, None] = CURRENT,
+        into: Optional[List[Message]] = None,
     ) -> None:
         """Produce an event to topic ``prefix + event_type + suffix`` at once.
 
-        The message is the JSON object ``{source, event_type, event_subtype,
-        payload, timestamp}``; inside a unit of work it also carries the
-        ``request_id``, and is added to the record's ``lines``. Messages with
-        the same ``partition_key`` (``str``, ``bytes`` or ``uuid.UUID``) land
-        on the same partition. ``unit`` is the unit of work the event belongs
-        to: the current one by default (the facades pass theirs; ``None``:
-        none).
+        The message is the JSON object ``{event_id, source, event_type,
+        event_subtype, payload, timestamp}``; inside a unit of work it also
+        carries the ``request_id``, and is added to the record's ``lines``.
+        ``event_id`` (32 hex characters) is unique to this event: consumers
+        dedupe on it. Messages with the same ``partition_key`` (``str``,
+        ``bytes`` or ``uuid.UUID``) land on the same partition. ``unit`` is
+        the unit of work the event belongs to: the current one by default
+        (the facades pass theirs; ``None``: none).
+
+        With ``event_delivery="on_success"``, an event of a unit of work is
+        held and produced when the unit of work ends successfully (see
+        :mod:`relayer._held`). ``into``: append the checked, encoded
+        :class:`~relayer._client.Message` to this list instead of producing
+        it (the outbox does).
 
         Never blocks and never raises because of Kafka; raises a
         :class:`~relayer.RelayerError` (and produces nothing) on bad input:
@@ -181,7 +186,7 @@ class Relayer:
         :raises NonJSONSerializableMessageError: the payload is not JSON.
         :raises MessageTooLargeError: the event is over ``message.max.bytes``.
         """
-        if isinstance(unit, _Current):
+        if unit is CURRENT:
             unit = current_unit()
         try:
             topic = self._topics[event_type]
@@ -193,7 +198,9 @@ class Relayer:
             key = partition_key  # confluent-kafka encodes it, for 420 instructions less
         else:
             key = encode_key(partition_key)  # raises on bad keys
+        event_id = f"{_ids.EVENT_PREFIX}{next(_ids.EVENT_TICKS):012x}"  # new_event_id(), inline
         envelope = {
+            "event_id": event_id,
             "source": self.source,
             "event_type": event_type,
             "event_subtype": event_subtype,
@@ -204,31 +211,32 @@ class Relayer:
             envelope["request_id"] = unit.request_id
         headers: Optional[Headers] = None
         if self.kafka_headers:
-            headers = [
-                _JSON,
-                _VERSION,
-                ("event_type", event_type),
-                (
-                    "event_subtype",
-                    event_subtype if type(event_subtype) is str else header_text(event_subtype),
-                ),
-            ]
-            if unit is not None:
-                headers.append(("request_id", unit.request_id))
+            headers = event_headers(event_type, event_subtype, event_id, unit)
         try:
             value = _orjson_dumps(envelope)
         except TypeError:
             value = dumps(envelope, f"event {describe(event_type)}/{describe(event_subtype)}")
         if len(value) > self._value_room - (len(key) if key else 0):
-            self._check_size(topic, value, key, headers)
-        self._producer.produce(topic, value, key, headers)
-        if unit is not None:
-            room = unit.room - len(value)
-            if room >= 0:  # UnitOfWork.add, inlined: 466 instructions less per event
-                unit.room = room
-                unit.lines.append(Fragment(value))
+            check_size(topic, value, key, headers, self._max_message_bytes)
+        if unit is None:
+            if into is None:
+                self._producer.produce(topic, value, key, headers)
             else:
-                unit.add(Fragment(value), len(value))
+                into.append(Message(topic, value, key, headers, event_id))
+            return
+        line = Fragment(value)
+        room = unit.room - len(value)
+        if room >= 0:  # UnitOfWork.add, inlined: 466 instructions less per event
+            unit.room = room
+            unit.lines.append(line)
+        else:
+            unit.add(line, len(value))
+        if into is not None:
+            into.append(Message(topic, value, key, headers, event_id))
+        elif unit.held is None:
+            self._producer.produce(topic, value, key, headers)
+        else:
+            self._held.hold(unit, Message(topic, value, key, headers, event_id), line)
 
     def emit_raw(
         self,
@@ -240,7 +248,8 @@ class Relayer:
     ) -> None:
         """Produce ``message``, as JSON, to topic ``prefix + topic + suffix``.
 
-        Like :meth:`emit` without the envelope: the message is sent as it is.
+        Like :meth:`emit` without the envelope (and so without an
+        ``event_id``): the message is sent as it is.
         """
         if isinstance(unit, _Current):
             unit = current_unit()
@@ -252,10 +261,14 @@ class Relayer:
         value = dumps(message, f"message for topic {full_topic!r}")
         headers = self._plain_headers(unit)
         if len(value) > self._value_room - (len(key) if key else 0):
-            self._check_size(full_topic, value, key, headers)
-        self._producer.produce(full_topic, value, key, headers)
+            check_size(full_topic, value, key, headers, self._max_message_bytes)
+        if unit is None or unit.held is None:
+            self._producer.produce(full_topic, value, key, headers)
         if unit is not None:
-            unit.add(Fragment(value), len(value))
+            line = Fragment(value)
+            unit.add(line, len(value))
+            if unit.held is not None:
+                self._held.hold(unit, Message(full_topic, value, key, headers, ""), line)
 
     def log(self, log_level: str, message: LogMessage) -> None:
         """Add a line to the current unit of work's record.
@@ -368,12 +381,20 @@ class Relayer:
         from ``traceparent``.
         """
         trace_id, span_id = trace_ids(traceparent)
-        return UnitOfWork(self, request_id, trace_id, span_id)
+        return UnitOfWork(self, request_id, trace_id, span_id, hold=self._hold)
 
     def write_record(
-        self, unit: UnitOfWork, fields: Mapping[str, Any], failed: bool = False
+        self,
+        unit: UnitOfWork,
+        fields: Mapping[str, Any],
+        failed: bool = False,
+        succeeded: Optional[bool] = None,
     ) -> None:
         """Produce the aggregated record of ``unit`` to the logging topic.
+
+        Its held events (``event_delivery="on_success"``) go first if it
+        ``succeeded`` (default: ``not failed``; for HTTP, a status below 400
+        too), else are marked discarded.
 
         ``fields`` (request or call metadata) go after ``date``. A unit of
         work that ``failed`` (or was slow) is always recorded; others are
@@ -384,6 +405,8 @@ class Relayer:
         an error would hurt the service, so a record that cannot be built is
         logged and counted as dropped instead.
         """
+        if unit.held is not None:
+            self._held.release(unit, not failed if succeeded is None else succeeded)
         try:
             if not self.records.keep(unit, failed):
                 return
@@ -449,25 +472,7 @@ class Relayer:
 
     def _plain_headers(self, unit: Optional[UnitOfWork]) -> Optional[Headers]:
         """The headers of a record or a raw message (``None`` without headers)."""
-        if not self.kafka_headers:
-            return None
-        if unit is None:
-            return [_JSON, _VERSION]
-        return [_JSON, _VERSION, ("request_id", unit.request_id)]
-
-    def _check_size(
-        self, topic: str, value: bytes, key: Union[str, bytes, None], headers: Optional[Headers]
-    ) -> None:
-        """Raise if librdkafka would refuse this message as too large."""
-        size = len(value) + (len(key) if key else 0) + headers_size(headers or ())
-        if size <= self._max_message_bytes:
-            return
-        raise MessageTooLargeError(
-            f"a message for topic {topic!r} would be {size + _WIRE_OVERHEAD} bytes, over the "
-            f"producer's message.max.bytes of {self._max_message_bytes + _WIRE_OVERHEAD}; send "
-            "less, or raise message.max.bytes in producer_opts (and max.message.bytes on the "
-            "topic)"
-        )
+        return plain_headers(unit) if self.kafka_headers else None
 
     def _topic(self, name: Any) -> str:
         topic = topic_name(self.topic_prefix, name, self.topic_suffix)

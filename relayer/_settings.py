@@ -164,6 +164,13 @@ class Settings:
     kafka_headers: bool = field(
         default=False, metadata=_doc("whether every message carries the Kafka headers")
     )
+    event_delivery: str = field(
+        default="immediate",
+        metadata=_doc(
+            '`"immediate"`: events go at once; `"on_success"`: those of a unit of work go when '
+            "it ends successfully, and not if it failed"
+        ),
+    )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Settings:
@@ -206,6 +213,9 @@ class Settings:
             "service_name": optional_text("service_name", self.service_name),
             "service_version": optional_text("service_version", self.service_version),
             "kafka_headers": flag("kafka_headers", self.kafka_headers),
+            "event_delivery": choice(
+                "event_delivery", self.event_delivery, ("immediate", "on_success")
+            ),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)

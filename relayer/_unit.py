@@ -20,6 +20,7 @@ most :data:`MAX_TIMERS` timer names are kept.
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ from ._encoding import LINE_LIMIT, describe, valid_text
 from .exceptions import InvalidFieldError
 
 if TYPE_CHECKING:
+    from ._client import Message
     from ._relayer import Relayer
 
 Fragment = orjson.Fragment
@@ -77,6 +79,7 @@ class UnitOfWork:
         "dropped",
         "field_room",
         "fields",
+        "held",
         "lines",
         "relayer",
         "request_id",
@@ -93,6 +96,7 @@ class UnitOfWork:
         request_id: str = "",
         trace_id: Optional[str] = None,
         span_id: Optional[str] = None,
+        hold: bool = False,
     ) -> None:
         self.relayer = relayer
         self.lines: List[Line] = []
@@ -116,6 +120,10 @@ class UnitOfWork:
         self._tail_room = budget // 4
         #: Lines given up between the first and the last ones.
         self.dropped = 0
+        #: With ``event_delivery="on_success"``: the events emitted so far,
+        #: each with its line, produced (or discarded) when the unit of work
+        #: ends; ``None``: events are produced at once.
+        self.held: Optional[List[Tuple[Message, Line]]] = [] if hold else None
 
     def add(self, line: Line, size: int) -> None:
         """Keep ``line``, about ``size`` bytes of JSON: among the first lines
@@ -173,6 +181,16 @@ class UnitOfWork:
         """Milliseconds since the unit of work started, to the microsecond."""
         return (_perf_ns() - self._started_perf) // 1000 / 1000
 
+    def mark_discarded(self, events: List[Tuple[Message, Line]]) -> None:
+        """Mark the lines of ``events`` (held, then not produced) with
+        ``"discarded": true`` in the record.
+        """
+        marked = {id(line): Fragment(_discarded(message.value)) for message, line in events}
+        self.lines[:] = [marked.get(id(line), line) for line in self.lines]
+        if self._tail is not None:
+            with _tail_lock:
+                self._tail = deque((marked.get(id(line), line), size) for line, size in self._tail)
+
     def rendered_lines(self) -> List[Any]:
         """The lines as they go into the record, in the order they happened
         (the first ones, then the last ones if some were dropped in between).
@@ -182,6 +200,17 @@ class UnitOfWork:
             with _tail_lock:
                 lines = [*lines, *(line for line, _ in self._tail)]
         return [line if type(line) is Fragment else log_line_dict(line) for line in lines]
+
+
+def _discarded(value: bytes) -> bytes:
+    """``value`` (compact JSON) with ``"discarded": true``: an object gets the
+    key; another value (from ``emit_raw``) is wrapped as ``message``.
+    """
+    if value == b"{}":
+        return b'{"discarded":true}'
+    if value[:1] == b"{":
+        return value[:-1] + b',"discarded":true}'
+    return b'{"discarded":true,"message":' + value + b"}"
 
 
 def log_line_dict(line: LogLine) -> Dict[str, Any]:
@@ -250,15 +279,19 @@ def leave(token: Any) -> None:
     _current.reset(token)
 
 
-class _Current:
-    """The type of :data:`CURRENT`."""
+class _Current(enum.Enum):
+    """The type of :data:`CURRENT` (an enum, so that ``unit is CURRENT``
+    narrows the type: cheaper than ``isinstance``, see benchmarks/instructions.py).
+    """
+
+    CURRENT = "CURRENT"
 
     def __repr__(self) -> str:
         return "CURRENT"
 
 
 #: The default ``unit`` of :meth:`Relayer.emit`: the current unit of work.
-CURRENT = _Current()
+CURRENT = _Current.CURRENT
 
 
 def fast_log(unit: UnitOfWork, log_level: Any, message: Any) -> bool:

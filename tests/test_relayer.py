@@ -1,5 +1,6 @@
 import copy
 import logging
+import re
 import uuid
 from datetime import date, datetime
 
@@ -85,7 +86,10 @@ class TestEmit:
         [(value, sent_key)] = relayer_patch.produced_messages["dev_user_created_v1"]
         message = orjson.loads(value)
         assert sent_key == key.bytes
-        assert set(message) == {"source", "event_type", "event_subtype", "payload", "timestamp"}
+        assert set(message) == {
+            "event_id", "source", "event_type", "event_subtype", "payload", "timestamp",
+        }  # fmt: skip
+        assert re.fullmatch("[0-9a-f]{32}", message["event_id"])
         assert message["source"] == "dev_logs_v1"
         assert message["event_type"] == "user_created"
         assert message["event_subtype"] == "admin"

@@ -239,6 +239,7 @@ class TestOneSettingsObject:
             "service_name": "shop",
             "service_version": "1.2",
             "kafka_headers": False,
+            "event_delivery": "on_success",
         }
         assert sorted(values) == sorted(names_of_settings())  # a new setting needs a line here
         app = Flask(__name__)

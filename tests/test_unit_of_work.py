@@ -121,11 +121,13 @@ def test_kafka_headers_when_turned_on(relayer_patch):
     app, _ = flask_app(kafka_headers=True)
     app.test_client().get("/", headers={"X-Request-ID": "r-1"})
     [event] = relayer_patch.mocked_producer.headers("orders")
+    [value] = relayer_patch.messages("orders")
     assert event == {
         "content-type": "application/json",
         "schema_version": "1",
         "event_type": "orders",
         "event_subtype": "created",
+        "event_id": value["event_id"],
         "request_id": "r-1",
     }
     [record] = relayer_patch.mocked_producer.headers("logs")
