@@ -51,6 +51,11 @@ class LibrdkafkaLog:
 _librdkafka_logger = logging.getLogger("relayer.librdkafka")
 
 
+#: Told, once for a message, whether it was delivered (``False``: it failed,
+#: or was dropped).
+OnReport = Callable[[bool], None]
+
+
 class Accounts:
     """Counters shared with librdkafka's callbacks (kept apart from the
     producer so that the librdkafka handle holds no reference back to it).
@@ -90,6 +95,27 @@ class Accounts:
                 callback(err, msg.topic(), msg.key())
             except Exception:
                 logger.exception("relayer: on_delivery_error callback raised")
+
+    def reporter(self, on_report: OnReport) -> Callable[[Any, Any], None]:
+        """The delivery callback of one message: counted as every message is,
+        then ``on_report(delivered)``.
+        """
+
+        def report(err: Optional[confluent_kafka.KafkaError], msg: Any) -> None:
+            self.on_delivery(err, msg)
+            self.report_to(on_report, err is None)
+
+        return report
+
+    @staticmethod
+    def report_to(on_report: OnReport, delivered: bool) -> None:
+        """Call ``on_report(delivered)``; log what it raised (it runs in the
+        poller thread, which must go on).
+        """
+        try:
+            on_report(delivered)
+        except Exception:
+            logger.exception("relayer: a delivery report callback raised")
 
     def on_error(self, err: confluent_kafka.KafkaError) -> None:
         reason = _VARYING.sub("", err.str())

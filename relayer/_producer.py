@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Union
 import confluent_kafka
 
 from . import _settings
-from ._accounts import Accounts, LibrdkafkaLog, poll_forever, reason_of
+from ._accounts import Accounts, LibrdkafkaLog, OnReport, poll_forever, reason_of
 from ._client import Client, ClientFactory, Headers
 from ._redact import redacted_config
 from ._settings import DEFAULT_PRODUCER_CONFIG, DeliveryErrorCallback
@@ -62,6 +62,7 @@ class DeliveryProducer:
         on_delivery_error: Optional[DeliveryErrorCallback] = None,
         when_full: str = "drop",
         block_timeout: float = 0.5,
+        report_deliveries: bool = False,
     ) -> None:
         config = {**DEFAULT_PRODUCER_CONFIG, **config}
         for reserved in _RESERVED:
@@ -86,6 +87,10 @@ class DeliveryProducer:
         self.report_interval = report_interval
         self.when_full = when_full
         self.block_timeout = block_timeout
+        #: Whether librdkafka reports every delivery, not only failures (a
+        #: Python call per message: only for producers that need
+        #: ``on_report``, such as the outbox's).
+        self.report_deliveries = report_deliveries
         self._on_delivery_error = on_delivery_error
         self._init_process_state()
         _live.add(self)
@@ -111,13 +116,16 @@ class DeliveryProducer:
         value: bytes,
         key: Union[str, bytes, None] = None,
         headers: Optional[Headers] = None,
+        on_report: Optional[OnReport] = None,
     ) -> None:
         """Queue one message; never blocks, never raises.
 
         A message that cannot be queued (buffer full, producer closed, or
         ``send`` raised anything else, such as a TypeError for a bad header)
         is dropped and counted. A ``str`` key must be valid Unicode
-        (librdkafka gets it as UTF-8).
+        (librdkafka gets it as UTF-8). ``on_report(delivered)`` is called once
+        the message is delivered (``True``; needs ``report_deliveries``), or
+        failed or was dropped (``False``), from the poller thread or here.
         """
         if _debug_cache(_DEBUG) is not False and _debug(_DEBUG):  # cached False: no call
             _log_message(topic, key, value)
@@ -127,12 +135,13 @@ class DeliveryProducer:
                 client = self._connect()
             # Positional (keywords cost 1,400 instructions more), and without
             # headers three arguments only (benchmarks/instructions.py rows).
-            if headers is None:
+            if headers is None and on_report is None:
                 client.produce(topic, value, key)
             else:
-                client.produce(topic, value, key, -1, None, None, 0, headers)
+                report = None if on_report is None else self._accounts.reporter(on_report)
+                client.produce(topic, value, key, -1, report, None, 0, headers)
         except Exception as exc:
-            self._refused(exc, topic, value, key, headers)
+            self._refused(exc, topic, value, key, headers, on_report)
         else:
             # Counted once librdkafka has it, so that stats() never takes one
             # not queued yet for delivered; _refused counts the others.
@@ -145,20 +154,23 @@ class DeliveryProducer:
         value: bytes,
         key: Union[str, bytes, None],
         headers: Optional[Headers],
+        on_report: Optional[OnReport] = None,
     ) -> None:
         """What ``produce`` does when ``send`` raised ``exc``: wait for room
         (BufferError with ``when_full="block"``) or drop the message; either
         way, count it. Never raises.
         """
+        if isinstance(exc, BufferError) and self.when_full == "block":
+            self._produce_when_room(topic, value, key, headers, on_report)
+            return
         if isinstance(exc, BufferError):
-            if self.when_full == "block":
-                self._produce_when_room(topic, value, key, headers)
-            else:
-                self._accounts.drop("buffer full")
+            self._accounts.drop("buffer full")
         elif isinstance(exc, confluent_kafka.KafkaException):
             self._accounts.drop(reason_of(exc))
         else:
             self._accounts.unexpected(exc)
+        if on_report is not None:
+            self._accounts.report_to(on_report, False)
 
     def lost(self, reason: str) -> None:
         """Count one message as produced and dropped for ``reason`` (for a
@@ -193,33 +205,39 @@ class DeliveryProducer:
         value: bytes,
         key: Union[str, bytes, None],
         headers: Optional[Headers],
+        on_report: Optional[OnReport] = None,
     ) -> None:
         """``when_full="block"``: wait up to ``block_timeout`` for room, then
         drop; count the message either way.
         """
         deadline = time.monotonic() + self.block_timeout
-        while True:
+        report = None if on_report is None else self._accounts.reporter(on_report)
+        reason = ""
+        while not reason:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._accounts.drop("buffer full")
-                return
             client = self._client
-            if client is None or self._closed:  # closed meanwhile
-                self._accounts.drop("producer closed")
-                return
-            try:
-                client.poll(min(remaining, 0.005))  # serves delivery reports, which frees room
-                client.produce(topic, value, key, -1, None, None, 0, headers)
-            except BufferError:
-                continue
-            except confluent_kafka.KafkaException as exc:
-                self._accounts.drop(reason_of(exc))
-                return
-            except Exception as exc:
-                self._accounts.unexpected(exc)
-                return
-            next(self._accounts.ticks)
-            return
+            if remaining <= 0:
+                reason = "buffer full"
+            elif client is None or self._closed:  # closed meanwhile
+                reason = "producer closed"
+            else:
+                try:
+                    client.poll(min(remaining, 0.005))  # serves delivery reports: frees room
+                    client.produce(topic, value, key, -1, report, None, 0, headers)
+                except BufferError:
+                    continue
+                except confluent_kafka.KafkaException as exc:
+                    reason = reason_of(exc)
+                except Exception as exc:
+                    self._accounts.unexpected(exc)
+                    reason = "unexpected"
+                else:
+                    next(self._accounts.ticks)
+                    return
+        if reason != "unexpected":
+            self._accounts.drop(reason)
+        if on_report is not None:
+            self._accounts.report_to(on_report, False)
 
     def _build(self) -> confluent_kafka.Producer:
         """Build (once) the librdkafka handle of this process, and its poller
@@ -232,7 +250,7 @@ class DeliveryProducer:
             config = {
                 "logger": LibrdkafkaLog(self.report_interval),
                 **self._config,
-                "delivery.report.only.error": True,
+                "delivery.report.only.error": not self.report_deliveries,
                 "on_delivery": accounts.on_delivery,
                 "error_cb": accounts.error_callback(self._user_error_cb),
             }

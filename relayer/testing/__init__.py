@@ -66,12 +66,17 @@ class MockedProducer:
     ) -> None:
         """Record one message instead of producing it (a ``str`` key as its
         UTF-8 bytes); the arguments are ``confluent_kafka.Producer.produce``'s.
+        A message's own delivery callback (``on_delivery``) is told at once
+        that it was delivered, as librdkafka would tell it later.
         """
         encoded = key.encode() if isinstance(key, str) else key
         self.produced_messages[topic].append((value or b"", encoded))
         self.produced_headers[topic].append(
             {name: v.decode() if isinstance(v, bytes) else str(v) for name, v in headers or ()}
         )
+        report = on_delivery or callback
+        if report is not None:
+            report(None, None)
 
     def flush(self, timeout: Optional[float] = None) -> int:
         """Note that a relayer flushed (:attr:`flushed`); return 0, as nothing is pending."""

@@ -1,0 +1,469 @@
+"""A transactional outbox (SQLAlchemy 2): events that survive crashes and long outages.
+
+``outbox.emit(session, ...)`` writes the event to a table in the session's
+current transaction: it exists exactly when the business data does. After the
+commit it is produced at once, and its row is deleted once Kafka confirms
+delivery; after a rollback nothing is produced. A row left behind (the
+process died, or Kafka was unreachable longer than ``message.timeout.ms``) is
+produced again by :meth:`Outbox.relay_once` (or the thread of
+:meth:`Outbox.start`, or ``relayer outbox relay``) once it is older than
+``relay_after`` seconds. Delivery is at least once: after a crash an event
+may arrive twice, with the same ``event_id``, on which consumers dedupe.
+
+Needs the extra ``relayer[sqlalchemy]``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
+
+from ._client import Message
+from ._encoding import PartitionKey
+from ._producer import DeliveryProducer
+from ._relayer import Relayer
+from ._settings import seconds
+from .exceptions import ConfigurationError
+
+__all__ = ["Outbox", "outbox_table"]
+
+logger = logging.getLogger("relayer")
+
+#: Rows a relay takes (and locks) at a time.
+BATCH = 500
+#: Seconds between two runs of the relay thread (:meth:`Outbox.start`).
+RELAY_INTERVAL = 5.0
+#: Delivered rows waiting to be deleted, at most; past it the oldest are
+#: left in the table (the relay sends them again: a counted duplicate risk,
+#: never a loss).
+MAX_UNDELETED = 100_000
+
+
+def outbox_table(name: str = "relayer_outbox", metadata: Optional[MetaData] = None) -> Table:
+    """The outbox's table, for ``metadata`` (Alembic's autogenerate sees it
+    when given the application's ``MetaData``). The README gives its DDL.
+    """
+    return Table(
+        name,
+        MetaData() if metadata is None else metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("event_id", String(32), nullable=False, unique=True),
+        Column("topic", String(249), nullable=False),
+        Column("message_key", LargeBinary, nullable=True),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", LargeBinary, nullable=True),
+        Column("created_at", Double, nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Index(f"ix_{name}_created_at", "created_at"),
+    )
+
+
+_Pending = Tuple[SessionTransaction, Message]
+
+
+class Outbox:
+    """The outbox of ``relayer``'s events in ``engine``'s database.
+
+    Creates ``table`` if it is missing. Rows older than ``relay_after``
+    seconds are the relay's (:meth:`relay_once`); younger ones are being
+    produced right after their commit.
+
+    :raises ConfigurationError: ``relay_after`` is not a number of seconds.
+    """
+
+    def __init__(
+        self,
+        relayer: Relayer,
+        engine: Engine,
+        *,
+        table: str = "relayer_outbox",
+        relay_after: float = 30.0,
+    ) -> None:
+        self.relayer = relayer
+        self.engine = engine
+        self.relay_after = seconds("relay_after", relay_after)
+        self.table = outbox_table(table)
+        self.table.create(engine, checkfirst=True)
+        s = relayer.settings
+        # Its own producer: it reports every delivery (the row is deleted
+        # then), which relayer's producer does not do for its events.
+        self._producer = DeliveryProducer(
+            s.producer_config(),
+            shutdown_timeout=s.shutdown_timeout,
+            on_delivery_error=s.on_delivery_error,
+            report_deliveries=True,
+        )
+        self._key = ("relayer.outbox", id(self))
+        self._lock = threading.Lock()
+        self._deleting = threading.Lock()
+        self._delivered: List[str] = []  # event ids to delete
+        self._wake = threading.Event()
+        self._deleter: Optional[threading.Thread] = None
+        self._relay: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._pid = os.getpid()
+        #: Counters: rows relayed, rows whose produce or delete failed.
+        self.counts: Dict[str, int] = {"relayed": 0, "failed": 0, "not_deleted": 0}
+        _live.add(self)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def emit(
+        self,
+        session: Union[Session, scoped_session[Any]],
+        event_type: str,
+        event_subtype: Any,
+        payload: Any,
+        partition_key: PartitionKey = None,
+    ) -> str:
+        """Write an event to the outbox in ``session``'s current transaction;
+        return its ``event_id``. It is produced after the commit (nothing
+        after a rollback). Inside a unit of work it is in the record's lines.
+
+        Raises what :meth:`Relayer.emit <relayer.Relayer.emit>` raises on bad
+        input, before anything is written.
+        """
+        # A scoped_session (Flask-SQLAlchemy's db.session): the session it is now.
+        current: Session = session if isinstance(session, Session) else session()
+        built: List[Message] = []
+        self.relayer.emit(event_type, event_subtype, payload, partition_key, into=built)
+        [message] = built
+        key = message.key.encode() if isinstance(message.key, str) else message.key
+        headers = None if message.headers is None else orjson.dumps(message.headers)
+        current.execute(
+            insert(self.table).values(
+                event_id=message.event_id,
+                topic=message.topic,
+                message_key=key,
+                value=message.value,
+                headers=headers,
+                created_at=time.time(),
+                attempts=0,
+            )
+        )
+        transaction = current.get_nested_transaction() or current.get_transaction()
+        assert transaction is not None, "the insert began one"
+        self._pending(current).append((transaction, message))
+        return message.event_id
+
+    def _pending(self, session: Session) -> List[_Pending]:
+        """The events ``session`` wrote and has not committed yet (listening
+        to its transactions the first time).
+        """
+        pending: Optional[List[_Pending]] = session.info.get(self._key)
+        if pending is None:
+            pending = session.info[self._key] = []
+            event.listen(session, "after_commit", self._after_commit)
+            event.listen(session, "after_soft_rollback", self._after_soft_rollback)
+            event.listen(session, "after_transaction_end", self._after_transaction_end)
+        return pending
+
+    def _after_commit(self, session: Session) -> None:
+        if session.get_nested_transaction() is not None:
+            return  # a savepoint was released: its events wait for the real commit
+        pending: List[_Pending] = session.info.get(self._key, [])
+        messages = [message for _, message in pending]
+        pending.clear()
+        for message in messages:
+            self._send(message, self._on_delivered(message.event_id))
+
+    def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
+        pending: List[_Pending] = session.info.get(self._key, [])
+        pending[:] = [(tx, m) for tx, m in pending if not _within(tx, previous)]
+
+    def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:  # the session's transaction is over: none is pending
+            session.info.get(self._key, []).clear()
+
+    # -- producing and deleting ---------------------------------------------------------
+
+    def _send(self, message: Message, on_report: Callable[[bool], None]) -> None:
+        self._producer.produce(
+            message.topic, message.value, message.key, message.headers, on_report
+        )
+
+    def _on_delivered(self, event_id: str) -> Callable[[bool], None]:
+        def on_report(delivered: bool) -> None:
+            if delivered:
+                self._forget(event_id)
+
+        return on_report
+
+    def _forget(self, event_id: str) -> None:
+        """Queue the row of a delivered event for deletion (by the deleter thread)."""
+        with self._lock:
+            if len(self._delivered) >= MAX_UNDELETED:
+                self.counts["not_deleted"] += 1
+                return
+            self._delivered.append(event_id)
+            self._start_deleter()
+        self._wake.set()
+
+    def _start_deleter(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's threads are not here
+            self._pid, self._deleter, self._relay = os.getpid(), None, None
+        if self._deleter is None or not self._deleter.is_alive():
+            self._deleter = threading.Thread(
+                target=self._delete_forever, name="relayer-outbox-deleter", daemon=True
+            )
+            self._deleter.start()
+
+    def _delete_forever(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            self.delete_delivered()
+
+    def delete_delivered(self) -> int:
+        """Delete the rows of the events delivered so far; return how many.
+        The deleter thread does it as reports come; :meth:`flush` too.
+        """
+        with self._deleting:  # one at a time: flush() returns once the rows are gone
+            return self._delete_delivered()
+
+    def _delete_delivered(self) -> int:
+        with self._lock:
+            ids, self._delivered = self._delivered, []
+        deleted = 0
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(delete(self.table).where(self.table.c.event_id.in_(chunk)))
+                deleted += len(chunk)
+            except Exception:
+                # Tried again at the next wake; past MAX_UNDELETED the rows stay,
+                # and the relay sends them again (a duplicate, never a loss).
+                logger.exception("relayer: could not delete %d delivered outbox rows", len(chunk))
+                with self._lock:
+                    room = MAX_UNDELETED - len(self._delivered)
+                    self._delivered.extend(chunk[:room])
+                    self.counts["not_deleted"] += max(0, len(chunk) - room)
+        return deleted
+
+    # -- relaying -----------------------------------------------------------------------
+
+    def relay_once(self, timeout: Optional[float] = None) -> int:
+        """Produce every row older than ``relay_after`` seconds, waiting up to
+        ``timeout`` seconds (default: ``message.timeout.ms``, plus 5) for each
+        batch's delivery, and delete the delivered ones; return how many were
+        delivered. Rows not delivered stay for the next run. Several relays
+        on one database never send the same row at the same time: each
+        batch's rows stay locked until it is done (PostgreSQL: ``FOR UPDATE
+        SKIP LOCKED``; SQLite: one writer at a time).
+        """
+        wait = self._batch_wait() if timeout is None else seconds("timeout", timeout)
+        total = 0
+        while True:
+            sent, full = self._relay_batch(wait)
+            total += sent
+            if not full or not sent:
+                return total
+
+    def _relay_batch(self, wait: float) -> Tuple[int, bool]:
+        """One batch: return (rows delivered, whether the batch was full)."""
+        t = self.table
+        cutoff = time.time() - self.relay_after
+        old = t.c.created_at <= cutoff
+        sqlite = self.engine.dialect.name == "sqlite"
+        with self.engine.begin() as connection:
+            if sqlite:  # take the write lock first: another relay waits for this one
+                connection.execute(update(t).where(old).values(attempts=t.c.attempts + 1))
+            query = select(t.c.event_id, t.c.topic, t.c.message_key, t.c.value, t.c.headers)
+            rows = connection.execute(
+                query.where(old).order_by(t.c.id).limit(BATCH).with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0, False
+            ids = [row.event_id for row in rows]
+            if not sqlite:
+                connection.execute(
+                    update(t).where(t.c.event_id.in_(ids)).values(attempts=t.c.attempts + 1)
+                )
+            batch = _Batch(len(rows), self._forget)
+            for row in rows:
+                headers = (
+                    None if row.headers is None else [tuple(h) for h in orjson.loads(row.headers)]
+                )
+                self._producer.produce(
+                    row.topic, row.value, row.message_key, headers, batch.reporter(row.event_id)
+                )
+            delivered = batch.wait(wait)
+            if delivered:
+                connection.execute(delete(t).where(t.c.event_id.in_(delivered)))
+        with self._lock:
+            self.counts["relayed"] += len(delivered)
+            self.counts["failed"] += len(rows) - len(delivered)
+        if len(delivered) < len(rows):
+            logger.warning(
+                "relayer: the outbox relay delivered %d of %d rows; the others stay for the "
+                "next run",
+                len(delivered),
+                len(rows),
+            )
+        return len(delivered), len(rows) == BATCH
+
+    def _batch_wait(self) -> float:
+        timeout_ms = self._producer.config.get("message.timeout.ms")
+        if timeout_ms is None:
+            timeout_ms = self._producer.config.get("delivery.timeout.ms", 300_000)
+        return int(timeout_ms) / 1000 + 5.0
+
+    def start(self, interval: float = RELAY_INTERVAL) -> None:
+        """Run :meth:`relay_once` every ``interval`` seconds on a daemon thread."""
+        interval = seconds("interval", interval)
+        if interval <= 0:
+            raise ConfigurationError("interval must be more than 0 seconds")
+        with self._lock:
+            if self._relay is not None and self._relay.is_alive():
+                return
+            self._stop.clear()
+            self._relay = threading.Thread(
+                target=self._relay_forever, args=(interval,), name="relayer-outbox", daemon=True
+            )
+            self._relay.start()
+
+    def _relay_forever(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.relay_once()
+            except Exception:
+                logger.exception("relayer: the outbox relay failed; it tries again")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread of :meth:`start` (waiting up to ``timeout`` seconds)."""
+        self._stop.set()
+        relay = self._relay
+        if relay is not None:
+            relay.join(seconds("timeout", timeout))
+
+    # -- the rest -----------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """How many events are in the outbox, not yet confirmed delivered."""
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(self.table)).scalar_one()
+            )
+
+    def stats(self) -> Dict[str, int]:
+        """``pending`` rows, and counts: ``relayed`` rows, ``failed`` relays
+        (produce not confirmed: the row stays), ``not_deleted`` rows (delivered,
+        left for the relay), with the outbox producer's own counts
+        (``produced``, ``delivered``…, see :meth:`Relayer.stats
+        <relayer.Relayer.stats>`) under ``producer_*``.
+        """
+        with self._lock:
+            counts = dict(self.counts)
+        counts.update({f"producer_{k}": v for k, v in self._producer.stats().items()})
+        counts["pending"] = self.pending()
+        return counts
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for the events produced so far, and
+        delete their rows; return how many are still not confirmed.
+        """
+        left = self._producer.flush(seconds("timeout", timeout))
+        self.delete_delivered()
+        return left
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Stop the relay, flush (for at most ``timeout`` seconds, default the
+        relayer's ``shutdown_timeout``), delete what was delivered, and close
+        the producer. Rows left are sent by the next relay.
+        """
+        _live.discard(self)
+        self.stop()
+        left = self._producer.close(timeout)
+        self.delete_delivered()
+        self._stop.set()
+        self._wake.set()
+        return left
+
+    def __repr__(self) -> str:
+        return f"<Outbox table={self.table.name!r} relay_after={self.relay_after}>"
+
+
+def _within(transaction: SessionTransaction, ancestor: SessionTransaction) -> bool:
+    """Whether ``transaction`` is ``ancestor`` or one nested in it."""
+    current: Optional[SessionTransaction] = transaction
+    while current is not None:
+        if current is ancestor:
+            return True
+        current = current.parent
+    return False
+
+
+class _Batch:
+    """The delivery reports of one relay batch. A delivery reported after
+    :meth:`wait` gave up goes to ``late`` (the deleter's queue).
+    """
+
+    def __init__(self, size: int, late: Callable[[str], None]) -> None:
+        self._left = size
+        self._late = late
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._over = False
+        self.delivered: List[str] = []
+
+    def reporter(self, event_id: str) -> Callable[[bool], None]:
+        def on_report(delivered: bool) -> None:
+            with self._lock:
+                over = self._over
+                if delivered and not over:
+                    self.delivered.append(event_id)
+                self._left -= 1
+                if self._left == 0:
+                    self._done.set()
+            if delivered and over:
+                self._late(event_id)
+
+        return on_report
+
+    def wait(self, timeout: float) -> List[str]:
+        """The event ids delivered once all are reported, or after ``timeout`` seconds."""
+        self._done.wait(timeout)
+        with self._lock:
+            self._over = True
+            return list(self.delivered)
+
+
+#: Outboxes not closed yet, closed at exit (after their producer's flush,
+#: so that delivered rows are deleted).
+_live: weakref.WeakSet[Outbox] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_outboxes() -> None:
+    for outbox in list(_live):
+        try:
+            outbox.close()
+        except Exception:
+            logger.exception("relayer: could not close %r at exit", outbox)
