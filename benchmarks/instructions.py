@@ -180,6 +180,39 @@ def _flask(n: int, which: str) -> None:
     timed_loop(client.get, ("/",), n)
 
 
+class _Topics:
+    """What the peers' builders need of a :class:`~benchmarks.harness.Ledger`:
+    topic names (nothing is consumed here).
+    """
+
+    def topic(self, name: str) -> str:
+        return name
+
+
+def _flask_peer(n: int, which: str) -> None:
+    """A peer's app (benchmarks.flask_bench), per request."""
+    from .contenders import RawProducer, timed_loop
+    from .flask_bench import otel_app, sentry_app
+
+    peer = (otel_app if which == "otel" else sentry_app)(RawProducer(HOSTS), _Topics())  # type: ignore[arg-type]
+    if peer is None:
+        raise RuntimeError(f"{which}: not installed (relayer[bench])")
+    client = peer.app.test_client()
+    timed_loop(client.get, ("/",), WARMUP_REQUESTS)
+    _settled()
+    timed_loop(client.get, ("/",), n)
+
+
+def peers_installed() -> bool:
+    """Whether the peers' packages (the ``bench`` extra) are importable."""
+    import importlib.util
+
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("opentelemetry.instrumentation.flask", "sentry_sdk")
+    )
+
+
 # -- the micro-optimisations relayer keeps, each beside what it saves ------------------
 
 
@@ -282,6 +315,8 @@ CASES: Dict[str, Callable[[int], None]] = {
     "flask_bare": lambda n: _flask(n, "bare"),
     "flask_request": lambda n: _flask(n, "relayer"),
     "flask_lower_bound": lambda n: _flask(n, "lower_bound"),
+    "flask_otel": lambda n: _flask_peer(n, "otel"),
+    "flask_sentry": lambda n: _flask_peer(n, "sentry"),
     "produce_positional": lambda n: _produce(n, True, False),
     "produce_three_args": lambda n: _produce(n, True, False, all_args=False),
     "produce_keywords": lambda n: _produce(n, False, False),
@@ -308,7 +343,11 @@ CALLS = {
     "flask_bare": 400,
     "flask_request": 400,
     "flask_lower_bound": 400,
+    "flask_otel": 400,
+    "flask_sentry": 400,
 }
+#: The peers' cases: counted when their packages are installed.
+PEER_CASES = ("flask_otel", "flask_sentry")
 #: ``--smoke``: calls per case (a multiple of UNITS), requests per Flask case.
 SMOKE_CALLS = 200
 SMOKE_REQUESTS = 40
@@ -322,6 +361,11 @@ RATIOS = {
     "emit headers/raw headers instructions": ("emit_headers", "raw_emit_headers"),
 }
 FLASK_RATIO = "flask added/lower bound added instructions"
+#: The peers' ratios: what relayer adds over what each peer adds, in instructions.
+PEER_RATIOS = {
+    "flask_otel": "flask added/otel added instructions",
+    "flask_sentry": "flask added/sentry added instructions",
+}
 
 
 def smoke_calls(case: str) -> int:
@@ -525,7 +569,7 @@ def bench_instructions(smoke: bool, time_figures: Mapping[str, float]) -> Sectio
     from .report import Row, Section
 
     section = Section(TITLE, value_column="instructions per call")
-    figures = [*RATIOS, FLASK_RATIO]
+    figures = [*RATIOS, FLASK_RATIO, *PEER_RATIOS.values()]
     if valgrind() is None:
         section.notes.append(
             "Not measured: valgrind is not installed (`apt-get install valgrind`); the targets "
@@ -534,14 +578,20 @@ def bench_instructions(smoke: bool, time_figures: Mapping[str, float]) -> Sectio
         section.not_measured.update({f: "valgrind not installed" for f in figures})
         return section
     kept_cases = {case for pair in OPTIMISATIONS.values() for case in pair}
+    peers = peers_installed()
+    cases = [case for case in CASES if peers or case not in PEER_CASES]
+    if not peers:
+        from .flask_bench import PEERS_MISSING
+
+        section.not_measured.update({f: PEERS_MISSING for f in PEER_RATIOS.values()})
     if smoke:
         # The forked children for the cases of the targets; of the optimisations'
         # rows, one, counted as a full run counts (fresh processes, full N),
         # which takes that path through CI too.
-        results = measure_forked([case for case in CASES if case not in kept_cases])
+        results = measure_forked([case for case in cases if case not in kept_cases])
         results.update(measure(OPTIMISATIONS[SMOKE_OPTIMISATION]))
     else:
-        results = measure(list(CASES))
+        results = measure(cases)
     section.figures.update(ratios(results))
     section.figures.update({f"instructions {case}": value for case, value in results.items()})
     headers = next(f.default for f in fields(Settings) if f.name == "kafka_headers")
@@ -584,6 +634,23 @@ def bench_instructions(smoke: bool, time_figures: Mapping[str, float]) -> Sectio
             "instr_flask",
         ),
     ]
+    for case, name in (("flask_otel", "OpenTelemetry"), ("flask_sentry", "sentry-sdk")):
+        if case not in results:
+            continue
+        peer_added = results[case] - bare
+        section.figures[PEER_RATIOS[case]] = added / peer_added
+        time_figure = (
+            "flask added/otel added" if case == "flask_otel" else "flask added/sentry added"
+        )
+        section.rows.append(
+            Row(
+                f"{name} (+ raw produce): ADDED over bare",
+                one(peer_added),
+                "instructions",
+                f"relayer adds {added / peer_added:.3f}x this" + beside(time_figure),
+                "instr_otel" if case == "flask_otel" else "instr_sentry",
+            )
+        )
     for what, (kept, instead) in OPTIMISATIONS.items():
         if smoke and what != SMOKE_OPTIMISATION:
             continue

@@ -131,6 +131,22 @@ TARGETS: Tuple[Target, ...] = (
         full_only=True,
     ),
     Target(
+        "instr_otel",
+        "flask added/otel added instructions",
+        0.2,
+        True,
+        "Flask: added by relayer {rule} added by OpenTelemetry, instructions",
+        full_only=True,
+    ),
+    Target(
+        "instr_sentry",
+        "flask added/sentry added instructions",
+        0.2,
+        True,
+        "Flask: added by relayer {rule} added by sentry-sdk, instructions",
+        full_only=True,
+    ),
+    Target(
         "vs_1.0.0_emit",
         "1.0.0 emit/emit",
         20,
