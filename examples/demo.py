@@ -1,5 +1,6 @@
-"""relayer's demo: a real Kafka, a Flask app and an XML-RPC service, and what
-reached Kafka, read back.
+"""relayer's demo: a real Kafka, a Flask app (its orders in SQLite, their events
+through the transactional outbox) and an XML-RPC service, and what reached Kafka,
+read back.
 
     make demo            # or: python -m examples.demo
 
@@ -15,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -25,33 +27,56 @@ from typing import Any, Dict, Iterator, List, Tuple
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from flask import Flask, Response, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.serving import make_server
 
 from relayer.flask import FlaskRelayer
+from relayer.outbox import Outbox
 
 RUN = uuid.uuid4().hex[:6]
 PREFIX = f"demo{RUN}."  # this run's topics: demoXXXXXX.orders, demoXXXXXX.http_logs, ...
 
-# -- a Flask app, as the README sets one up ------------------------------------------
+# -- a Flask app, as the README sets one up, with its orders in a database -----------
 
 relayer = FlaskRelayer()
+db = SQLAlchemy()
 
 
-def create_app(kafka_hosts: str) -> Flask:
+class Order(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer: Mapped[str]
+    quantity: Mapped[int]
+
+
+def create_app(kafka_hosts: str, database_url: str) -> Flask:
     app = Flask("shop")
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
     relayer.init_app(app, "http_logs", kafka_hosts=kafka_hosts, topic_prefix=PREFIX)
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+        # The order's event is written in the order's transaction: produced
+        # once it commits, never if it rolls back.
+        outbox = app.extensions["outbox"] = Outbox(app.extensions["relayer"], db.engine)
 
     @app.post("/orders")
     def create_order() -> Tuple[Dict[str, Any], int]:
         order = request.get_json()
         relayer.log("info", f"creating an order for {order['customer']}")
-        relayer.emit("orders", "created", order, partition_key=order["customer"])
+        db.session.add(Order(**order))
+        outbox.emit(db.session, "orders", "created", order, partition_key=order["customer"])
+        if order["quantity"] < 1:  # checked after the emit: the rollback takes the event too
+            db.session.rollback()
+            return {"error": "quantity must be at least 1"}, 422
+        db.session.commit()
         return {"id": order["id"]}, 201
 
     @app.get("/orders/<int:order_id>")
     def get_order(order_id: int) -> Dict[str, Any]:
+        order = db.get_or_404(Order, order_id)
         relayer.log("debug", {"looked_up": order_id})
-        return {"id": order_id}
+        return {"id": order.id, "customer": order.customer, "quantity": order.quantity}
 
     @app.get("/report")
     def report() -> Response:
@@ -132,7 +157,8 @@ def main() -> int:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log
         logging.getLogger("relayer.librdkafka").setLevel(logging.ERROR)
-        app = create_app(bootstrap)
+        database = stack.enter_context(tempfile.TemporaryDirectory(prefix="relayer-demo-"))
+        app = create_app(bootstrap, f"sqlite:///{database}/shop.db")
         app.logger.setLevel(logging.CRITICAL)  # /fail fails on purpose: no traceback
         web = make_server("127.0.0.1", 0, app, threaded=True)
         serve(web)
@@ -145,29 +171,40 @@ def main() -> int:
 
         print(f"\nServing the Flask app at {base} and the RPC service; making requests:")
         calls = [
-            ("POST", "/orders", {"id": 1, "customer": "ada"}),
-            ("POST", "/orders", {"id": 2, "customer": "grace"}),
-            ("POST", "/orders", {"id": 3, "customer": "ada"}),
+            ("POST", "/orders", {"id": 1, "customer": "ada", "quantity": 2}),
+            ("POST", "/orders", {"id": 2, "customer": "grace", "quantity": 1}),
+            ("POST", "/orders", {"id": 3, "customer": "ada", "quantity": 5}),
+            ("POST", "/orders", {"id": 4, "customer": "grace", "quantity": 0}),
             ("GET", "/orders/2", None),
             ("GET", "/report", None),
             ("GET", "/fail", None),
         ]
         for n, (method, path, body) in enumerate(calls):
-            print(f"  {method} {path} -> {http(method, base + path, body, f'req-{n}')}")
+            shown = f"{method} {path}" + ("" if body is None else f" {json.dumps(body)}")
+            print(f"  {shown} -> {http(method, base + path, body, f'req-{n}')}")
         for sku, quantity in (("book", 2), ("pen", 10)):
             print(f"  rpc reserve({sku!r}, {quantity}) -> {rpc.reserve(sku, quantity)}")
 
-        flask_relayer = app.extensions["relayer"]
+        flask_relayer, outbox = app.extensions["relayer"], app.extensions["outbox"]
         # Closed before the broker stops (ExitStack unwinds last-in first-out).
         stack.callback(flask_relayer.close)
         stack.callback(rpc_relayer.close)
-        for instance in (flask_relayer, rpc_relayer.instance):
-            instance.flush(30)
-        expected = flask_relayer.stats()["delivered"] + rpc_relayer.stats()["delivered"]
+        stack.callback(outbox.close)
+        for instance in (outbox, flask_relayer, rpc_relayer.instance):
+            instance.flush(30)  # the outbox deletes the rows of the events delivered
+        from_outbox = outbox.stats()["producer_delivered"]
+        expected = from_outbox + sum(r.stats()["delivered"] for r in (flask_relayer, rpc_relayer))
+        left = outbox.pending()  # its rows not confirmed delivered
+        print(
+            f"\nDelivered {expected} messages, {from_outbox} through the outbox ({left} rows left)."
+        )
+        print("Reading them back from Kafka with:")
         names = ["orders", "inventory", "http_logs", "rpc_logs"]
-        print(f"\nDelivered {expected} messages. Reading them back from Kafka with:")
         print(f"  relayer tail {' '.join(names)} --prefix {PREFIX} --from-beginning --lines\n")
         print(tail(bootstrap, names, "--lines"), end="")
+        print("\nThe orders with their event_id (consumers dedupe on it):")
+        print(f"  relayer tail orders --prefix {PREFIX} --from-beginning -k event_id payload\n")
+        print(tail(bootstrap, ["orders"], "-k", "event_id", "payload"), end="")
         read = len(tail(bootstrap, names, "--json").splitlines())
         print(f"\nRead back {read} of {expected} messages.")
         return 0 if read == expected else 1

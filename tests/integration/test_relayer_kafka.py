@@ -246,9 +246,23 @@ def test_the_readme_demo_runs(kafka_bootstrap):
         cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Read back 13 of 13 messages." in proc.stdout
+    assert "Read back 14 of 14 messages." in proc.stdout
     assert "GET /report -> 200" in proc.stdout and "streamed row 2" in proc.stdout
     assert "InventoryService.reserve" in proc.stdout
+    # The orders went through the outbox: the committed ones arrived once each,
+    # with an event_id; the rolled-back one (422) never did; no row is left.
+    assert '"quantity": 0} -> 422' in proc.stdout
+    assert "3 through the outbox (0 rows left)." in proc.stdout
+    prefix = re.search(r"--prefix (demo\w+\.)", proc.stdout).group(1)
+    tail = [sys.executable, "-m", "relayer", "tail", "orders", "--prefix", prefix]
+    tail += ["-b", kafka_bootstrap, "--from-beginning", "--json"]
+    read = subprocess.run(tail, capture_output=True, text=True, check=True, timeout=60)
+    orders = [orjson.loads(line) for line in read.stdout.splitlines()]
+    assert sorted(o["payload"]["id"] for o in orders) == [1, 2, 3]
+    assert all(HEX32.fullmatch(o["event_id"]) for o in orders)
+    assert len({o["event_id"] for o in orders}) == 3
+    for order in orders:
+        assert f"event_id={order['event_id']}" in proc.stdout
 
 
 def test_a_rich_record_end_to_end(kafka_bootstrap, new_topic, consume):
