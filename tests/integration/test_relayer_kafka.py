@@ -327,3 +327,41 @@ def test_a_rich_record_end_to_end(kafka_bootstrap, new_topic, consume):
     emitted = {e["event_subtype"]: e for e in values(consume(kafka_bootstrap, events, 2))}
     assert emitted["failed"]["request_id"] == "rich-1", "events carry the request id"
     assert HEX32.fullmatch(emitted["viewed"]["request_id"])
+
+
+def test_events_only_for_requests_that_succeeded(kafka_bootstrap, new_topic, consume, consume_all):
+    events = new_topic(prefix="orders")
+    logs = new_topic(prefix="logs")
+    app = Flask(__name__)
+    app.config["RELAYER_EVENT_DELIVERY"] = "on_success"
+    ext = FlaskRelayer(app, logs, kafka_bootstrap, kafka_headers=True)
+
+    @app.post("/orders/<int:order_id>")
+    def create_order(order_id):
+        ext.emit(events, "created", {"id": order_id})
+        ext.emit(events, "paid", {"id": order_id})
+        if order_id % 2:
+            return {"error": "declined"}, 402
+        return {"id": order_id}, 201
+
+    client = app.test_client()
+    for i in range(4):
+        client.post(f"/orders/{i}")
+    with app.app_context():
+        assert ext.flush(30) == 0
+    produced = consume(kafka_bootstrap, events, 4)
+    assert [(orjson.loads(r.value)["payload"]["id"], r.headers["event_subtype"]) for r in produced] == [
+        (0, "created"), (0, "paid"), (2, "created"), (2, "paid"),
+    ]  # fmt: skip
+    ids = {orjson.loads(r.value)["event_id"] for r in produced}
+    assert {r.headers["event_id"] for r in produced} == ids and len(ids) == 4
+    records = values(consume(kafka_bootstrap, logs, 4))
+    for record in records:
+        validate(record)
+        events_in_record = [line for line in record["lines"] if "event_type" in line]
+        discarded = [line.get("discarded", False) for line in events_in_record]
+        assert discarded == ([True, True] if record["status"] == 402 else [False, False])
+    kept = {line["event_id"] for r in records for line in r["lines"] if "discarded" not in line}
+    assert kept == ids
+    # Nothing more arrives: the declined orders' events were never produced.
+    assert len(consume_all(kafka_bootstrap, events)) == 4
