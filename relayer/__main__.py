@@ -1,8 +1,8 @@
-"""``python -m relayer``: relayer's console tools (``python -m relayer tail --help``)."""
+"""``python -m relayer``: relayer's console tools (``python -m relayer --help``)."""
 
 import sys
 
-from ._tail import main
+from ._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -338,10 +338,12 @@ def kafka_messages(
         consumer.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``relayer`` command's argument parser, with its ``tail`` subcommand."""
-    parser = argparse.ArgumentParser(prog="relayer", description="relayer's console tools.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add the ``tail`` subcommand to ``commands`` (the ``relayer`` command's
+    subparsers, :func:`relayer._cli.build_parser`); return its parser.
+    """
     tail = commands.add_parser(
         "tail",
         help="print relayer's events and records from Kafka (or saved lines)",
@@ -372,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lines", action="store_true", help="expand each record's lines under it")
     add("--stdin", action="store_true",
         help="read saved JSON lines (as --json prints them) from stdin, not Kafka")  # fmt: skip
-    return parser
+    tail.set_defaults(run=run)
+    return tail
 
 
 def _where_arg(text: str) -> Condition:
@@ -388,11 +391,24 @@ def use_color(stream: IO[str]) -> bool:
     return bool(tty) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``relayer`` command's argument parser (:func:`relayer._cli.build_parser`)."""
+    from ._cli import build_parser
+
+    return build_parser()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``relayer`` command with ``argv`` (default: ``sys.argv[1:]``); return the
-    exit status. Usage errors raise ``SystemExit(2)``, as argparse does.
+    """Run the ``relayer`` command (:func:`relayer._cli.main`); return the exit status."""
+    from ._cli import main
+
+    return main(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relayer tail`` with the parsed ``args``; return the exit status.
+    Usage errors raise ``SystemExit(2)``, as argparse does.
     """
-    args = build_parser().parse_args(argv)
     if args.stdin and (args.topics or args.key is not None):
         args.usage_error("--stdin reads no topic and no Kafka key: drop TOPIC and --key")
     if not args.stdin and not args.topics:

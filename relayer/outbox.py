@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import orjson
 from sqlalchemy import (
@@ -35,13 +35,17 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     delete,
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from ._client import Message
@@ -109,7 +113,11 @@ class Outbox:
         self.engine = engine
         self.relay_after = seconds("relay_after", relay_after)
         self.table = outbox_table(table)
-        self.table.create(engine, checkfirst=True)
+        try:
+            self.table.create(engine, checkfirst=True)
+        except DBAPIError:  # another process created it meanwhile (PostgreSQL: a race)
+            if not inspect(engine).has_table(table):
+                raise
         s = relayer.settings
         # Its own producer: it reports every delivery (the row is deleted
         # then), which relayer's producer does not do for its events.
@@ -126,7 +134,8 @@ class Outbox:
         self._wake = threading.Event()
         self._deleter: Optional[threading.Thread] = None
         self._relay: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the relay thread's
+        self._closed = threading.Event()  # the deleter's
         self._pid = os.getpid()
         #: Counters: rows relayed, rows whose produce or delete failed.
         self.counts: Dict[str, int] = {"relayed": 0, "failed": 0, "not_deleted": 0}
@@ -235,7 +244,7 @@ class Outbox:
             self._deleter.start()
 
     def _delete_forever(self) -> None:
-        while not self._stop.is_set():
+        while not self._closed.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
             self.delete_delivered()
@@ -269,70 +278,92 @@ class Outbox:
 
     # -- relaying -----------------------------------------------------------------------
 
-    def relay_once(self, timeout: Optional[float] = None) -> int:
-        """Produce every row older than ``relay_after`` seconds, waiting up to
-        ``timeout`` seconds (default: ``message.timeout.ms``, plus 5) for each
-        batch's delivery, and delete the delivered ones; return how many were
-        delivered. Rows not delivered stay for the next run. Several relays
-        on one database never send the same row at the same time: each
-        batch's rows stay locked until it is done (PostgreSQL: ``FOR UPDATE
-        SKIP LOCKED``; SQLite: one writer at a time).
+    def relay_once(
+        self,
+        timeout: Optional[float] = None,
+        *,
+        batch: Optional[int] = None,
+        stop: Optional[threading.Event] = None,
+    ) -> int:
+        """Produce every row older than ``relay_after`` seconds, ``batch`` rows
+        (default :data:`BATCH`) at a time, waiting up to ``timeout`` seconds
+        (default: ``message.timeout.ms``, plus 5) for each batch's delivery;
+        delete the delivered rows and return how many. The others stay for
+        the next run. Once ``stop`` is set no batch begins. Relays never send
+        a row at the same time: PostgreSQL locks a batch's rows until it is
+        done (``FOR UPDATE SKIP LOCKED``); SQLite leases them in a short
+        transaction (``created_at`` moved past the wait, then back), so that
+        writers never wait for Kafka.
         """
         wait = self._batch_wait() if timeout is None else seconds("timeout", timeout)
+        size = BATCH if batch is None else batch
+        if type(size) is not int or size < 1:
+            raise ConfigurationError(f"batch must be an int >= 1, not {batch!r}")
         total = 0
-        while True:
-            sent, full = self._relay_batch(wait)
+        while stop is None or not stop.is_set():
+            sent, full = self._relay_batch(wait, size)
             total += sent
             if not full or not sent:
-                return total
+                break
+        return total
 
-    def _relay_batch(self, wait: float) -> Tuple[int, bool]:
+    def _relay_batch(self, wait: float, size: int) -> Tuple[int, bool]:
         """One batch: return (rows delivered, whether the batch was full)."""
         t = self.table
-        cutoff = time.time() - self.relay_after
-        old = t.c.created_at <= cutoff
+        old = t.c.created_at <= time.time() - self.relay_after
+        query = select(t.c.event_id, t.c.topic, t.c.message_key, t.c.value, t.c.headers)
+        query = query.add_columns(t.c.created_at).where(old).order_by(t.c.id).limit(size)
         sqlite = self.engine.dialect.name == "sqlite"
         with self.engine.begin() as connection:
-            if sqlite:  # take the write lock first: another relay waits for this one
-                connection.execute(update(t).where(old).values(attempts=t.c.attempts + 1))
-            query = select(t.c.event_id, t.c.topic, t.c.message_key, t.c.value, t.c.headers)
-            rows = connection.execute(
-                query.where(old).order_by(t.c.id).limit(BATCH).with_for_update(skip_locked=True)
-            ).all()
+            if sqlite:  # a write first takes the write lock: no other relay takes these rows
+                taken = select(t.c.id).where(old).order_by(t.c.id).limit(size)
+                bump = update(t).where(t.c.id.in_(taken.scalar_subquery()))
+                connection.execute(bump.values(attempts=t.c.attempts + 1))
+            rows = connection.execute(query.with_for_update(skip_locked=True)).all()
             if not rows:
                 return 0, False
-            ids = [row.event_id for row in rows]
-            if not sqlite:
-                connection.execute(
-                    update(t).where(t.c.event_id.in_(ids)).values(attempts=t.c.attempts + 1)
-                )
-            batch = _Batch(len(rows), self._forget)
-            for row in rows:
-                headers = (
-                    None if row.headers is None else [tuple(h) for h in orjson.loads(row.headers)]
-                )
-                self._producer.produce(
-                    row.topic, row.value, row.message_key, headers, batch.reporter(row.event_id)
-                )
-            delivered = batch.wait(wait)
-            if delivered:
-                connection.execute(delete(t).where(t.c.event_id.in_(delivered)))
+            claim = update(t).where(t.c.event_id.in_([row.event_id for row in rows]))
+            lease = {"created_at": time.time() + wait} if sqlite else {"attempts": t.c.attempts + 1}
+            connection.execute(claim.values(lease))
+            if not sqlite:  # the rows stay locked until the batch is done
+                delivered = self._produce_rows(rows, wait)
+                self._settle(connection, rows, delivered)
+        if sqlite:  # leased: the write lock is free while Kafka is waited for
+            delivered = self._produce_rows(rows, wait)
+            with self.engine.begin() as connection:
+                self._settle(connection, rows, delivered)
         with self._lock:
             self.counts["relayed"] += len(delivered)
             self.counts["failed"] += len(rows) - len(delivered)
         if len(delivered) < len(rows):
-            logger.warning(
-                "relayer: the outbox relay delivered %d of %d rows; the others stay for the "
-                "next run",
-                len(delivered),
-                len(rows),
+            message = "relayer: the outbox relay delivered %d of %d rows; the rest stay"
+            logger.warning(message, len(delivered), len(rows))
+        return len(delivered), len(rows) == size
+
+    def _produce_rows(self, rows: Sequence[Any], wait: float) -> List[str]:
+        """Produce ``rows``; return the event ids delivered within ``wait`` seconds."""
+        batch = _Batch(len(rows), self._forget)
+        for row in rows:
+            headers = None if row.headers is None else [tuple(h) for h in orjson.loads(row.headers)]
+            self._producer.produce(
+                row.topic, row.value, row.message_key, headers, batch.reporter(row.event_id)
             )
-        return len(delivered), len(rows) == BATCH
+        return batch.wait(wait)
+
+    def _settle(self, connection: Connection, rows: Sequence[Any], delivered: List[str]) -> None:
+        """Delete the delivered rows; SQLite: the others get their time back (not leased)."""
+        t = self.table
+        if delivered:
+            connection.execute(delete(t).where(t.c.event_id.in_(delivered)))
+        done = set(delivered)
+        back = [{"b_id": r.event_id, "b_at": r.created_at} for r in rows if r.event_id not in done]
+        if back and self.engine.dialect.name == "sqlite":
+            again = update(t).where(t.c.event_id == bindparam("b_id"))
+            connection.execute(again.values(created_at=bindparam("b_at")), back)
 
     def _batch_wait(self) -> float:
-        timeout_ms = self._producer.config.get("message.timeout.ms")
-        if timeout_ms is None:
-            timeout_ms = self._producer.config.get("delivery.timeout.ms", 300_000)
+        config = self._producer.config
+        timeout_ms = config.get("message.timeout.ms", config.get("delivery.timeout.ms", 300_000))
         return int(timeout_ms) / 1000 + 5.0
 
     def start(self, interval: float = RELAY_INTERVAL) -> None:
@@ -352,7 +383,7 @@ class Outbox:
     def _relay_forever(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                self.relay_once()
+                self.relay_once(stop=self._stop)
             except Exception:
                 logger.exception("relayer: the outbox relay failed; it tries again")
 
@@ -402,7 +433,7 @@ class Outbox:
         self.stop()
         left = self._producer.close(timeout)
         self.delete_delivered()
-        self._stop.set()
+        self._closed.set()
         self._wake.set()
         return left
 
