@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import orjson
 
@@ -45,6 +45,7 @@ from ._unit import (
     CURRENT,
     LINE_OVERHEAD,
     Fragment,
+    Line,
     Timer,
     UnitOfWork,
     _Current,
@@ -159,7 +160,7 @@ class Relayer:
         partition_key: PartitionKey = None,
         *,
         unit: Union[UnitOfWork, _Current, None] = CURRENT,
-        into: Optional[List[Message]] = None,
+        into: Optional[List[Tuple[Message, Optional[Line]]]] = None,
     ) -> None:
         """Produce an event to topic ``prefix + event_type + suffix`` at once.
 
@@ -175,8 +176,8 @@ class Relayer:
         With ``event_delivery="on_success"``, an event of a unit of work is
         held and produced when the unit of work ends successfully (see
         :mod:`relayer._held`). ``into``: append the checked, encoded
-        :class:`~relayer._client.Message` to this list instead of producing
-        it (the outbox does).
+        :class:`~relayer._client.Message`, with its line in the record (or
+        ``None``), to this list instead of producing it (the outbox does).
 
         Never blocks and never raises because of Kafka; raises a
         :class:`~relayer.RelayerError` (and produces nothing) on bad input:
@@ -222,7 +223,7 @@ class Relayer:
             if into is None:
                 self._producer.produce(topic, value, key, headers)
             else:
-                into.append(Message(topic, value, key, headers, event_id))
+                into.append((Message(topic, value, key, headers, event_id), None))
             return
         line = Fragment(value)
         room = unit.room - len(value)
@@ -232,7 +233,7 @@ class Relayer:
         else:
             unit.add(line, len(value))
         if into is not None:
-            into.append(Message(topic, value, key, headers, event_id))
+            into.append((Message(topic, value, key, headers, event_id), line))
         elif unit.held is None:
             self._producer.produce(topic, value, key, headers)
         else:

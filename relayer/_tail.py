@@ -178,7 +178,8 @@ def format_line(line: Any, color: bool = False) -> str:
     """One line of a record: ``level [logger]: payload`` or ``event: type/subtype payload``."""
     if isinstance(line, dict) and "event_type" in line:
         kind = _text(f"{line['event_type']}/{line.get('event_subtype')}")
-        return f"event: {kind} {_compact(line.get('payload'))}"
+        what = "event (discarded)" if line.get("discarded") is True else "event"
+        return f"{what}: {kind} {_compact(line.get('payload'))}"
     if not isinstance(line, dict) or "log_level" not in line:
         return _compact(line)
     level, text = _text(line["log_level"]), _text(line.get("payload"), newlines=True)

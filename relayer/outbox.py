@@ -25,16 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import orjson
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Double,
     Engine,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
     bindparam,
     delete,
     event,
@@ -50,9 +41,11 @@ from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from ._client import Message
 from ._encoding import PartitionKey
+from ._outbox_rows import DeliveryBatch, Pending, outbox_table, within
 from ._producer import DeliveryProducer
 from ._relayer import Relayer
 from ._settings import seconds
+from ._unit import Line, current_unit
 from .exceptions import ConfigurationError
 
 __all__ = ["Outbox", "outbox_table"]
@@ -67,28 +60,6 @@ RELAY_INTERVAL = 5.0
 #: left in the table (the relay sends them again: a counted duplicate risk,
 #: never a loss).
 MAX_UNDELETED = 100_000
-
-
-def outbox_table(name: str = "relayer_outbox", metadata: Optional[MetaData] = None) -> Table:
-    """The outbox's table, for ``metadata`` (Alembic's autogenerate sees it
-    when given the application's ``MetaData``). The README gives its DDL.
-    """
-    return Table(
-        name,
-        MetaData() if metadata is None else metadata,
-        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-        Column("event_id", String(32), nullable=False, unique=True),
-        Column("topic", String(249), nullable=False),
-        Column("message_key", LargeBinary, nullable=True),
-        Column("value", LargeBinary, nullable=False),
-        Column("headers", LargeBinary, nullable=True),
-        Column("created_at", Double, nullable=False),
-        Column("attempts", Integer, nullable=False, default=0),
-        Index(f"ix_{name}_created_at", "created_at"),
-    )
-
-
-_Pending = Tuple[SessionTransaction, Message]
 
 
 class Outbox:
@@ -122,7 +93,7 @@ class Outbox:
         # Its own producer: it reports every delivery (the row is deleted
         # then), which relayer's producer does not do for its events.
         self._producer = DeliveryProducer(
-            s.producer_config(),
+            _within_relay_after(s.producer_config(), self.relay_after),
             shutdown_timeout=s.shutdown_timeout,
             on_delivery_error=s.on_delivery_error,
             report_deliveries=True,
@@ -160,9 +131,10 @@ class Outbox:
         """
         # A scoped_session (Flask-SQLAlchemy's db.session): the session it is now.
         current: Session = session if isinstance(session, Session) else session()
-        built: List[Message] = []
-        self.relayer.emit(event_type, event_subtype, payload, partition_key, into=built)
-        [message] = built
+        unit = current_unit()
+        built: List[Tuple[Message, Optional[Line]]] = []
+        self.relayer.emit(event_type, event_subtype, payload, partition_key, unit=unit, into=built)
+        [(message, line)] = built
         key = message.key.encode() if isinstance(message.key, str) else message.key
         headers = None if message.headers is None else orjson.dumps(message.headers)
         current.execute(
@@ -178,14 +150,14 @@ class Outbox:
         )
         transaction = current.get_nested_transaction() or current.get_transaction()
         assert transaction is not None, "the insert began one"
-        self._pending(current).append((transaction, message))
+        self._pending(current).append(Pending(transaction, message, unit, line))
         return message.event_id
 
-    def _pending(self, session: Session) -> List[_Pending]:
+    def _pending(self, session: Session) -> List[Pending]:
         """The events ``session`` wrote and has not committed yet (listening
         to its transactions the first time).
         """
-        pending: Optional[List[_Pending]] = session.info.get(self._key)
+        pending: Optional[List[Pending]] = session.info.get(self._key)
         if pending is None:
             pending = session.info[self._key] = []
             event.listen(session, "after_commit", self._after_commit)
@@ -196,19 +168,28 @@ class Outbox:
     def _after_commit(self, session: Session) -> None:
         if session.get_nested_transaction() is not None:
             return  # a savepoint was released: its events wait for the real commit
-        pending: List[_Pending] = session.info.get(self._key, [])
-        messages = [message for _, message in pending]
+        pending: List[Pending] = session.info.get(self._key, [])
+        messages = [entry.message for entry in pending]
         pending.clear()
         for message in messages:
             self._send(message, self._on_delivered(message.event_id))
 
     def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
-        pending: List[_Pending] = session.info.get(self._key, [])
-        pending[:] = [(tx, m) for tx, m in pending if not _within(tx, previous)]
+        pending: List[Pending] = session.info.get(self._key, [])
+        kept = []
+        for entry in pending:
+            if within(entry.transaction, previous):
+                entry.discard()  # rolled back
+            else:
+                kept.append(entry)
+        pending[:] = kept
 
     def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.parent is None:  # the session's transaction is over: none is pending
-            session.info.get(self._key, []).clear()
+            pending: List[Pending] = session.info.get(self._key, [])
+            for entry in pending:
+                entry.discard()  # not committed
+            pending.clear()
 
     # -- producing and deleting ---------------------------------------------------------
 
@@ -342,7 +323,7 @@ class Outbox:
 
     def _produce_rows(self, rows: Sequence[Any], wait: float) -> List[str]:
         """Produce ``rows``; return the event ids delivered within ``wait`` seconds."""
-        batch = _Batch(len(rows), self._forget)
+        batch = DeliveryBatch(len(rows), self._forget)
         for row in rows:
             headers = None if row.headers is None else [tuple(h) for h in orjson.loads(row.headers)]
             self._producer.produce(
@@ -441,49 +422,17 @@ class Outbox:
         return f"<Outbox table={self.table.name!r} relay_after={self.relay_after}>"
 
 
-def _within(transaction: SessionTransaction, ancestor: SessionTransaction) -> bool:
-    """Whether ``transaction`` is ``ancestor`` or one nested in it."""
-    current: Optional[SessionTransaction] = transaction
-    while current is not None:
-        if current is ancestor:
-            return True
-        current = current.parent
-    return False
-
-
-class _Batch:
-    """The delivery reports of one relay batch. A delivery reported after
-    :meth:`wait` gave up goes to ``late`` (the deleter's queue).
+def _within_relay_after(config: Dict[str, Any], relay_after: float) -> Dict[str, Any]:
+    """``config`` with ``message.timeout.ms`` at most half of ``relay_after``
+    (when that leaves at least a second): a produce after a commit has given
+    up before the relay may take the row, so that an outage does not send
+    each of its events twice (once when the broker is back, once relayed).
     """
-
-    def __init__(self, size: int, late: Callable[[str], None]) -> None:
-        self._left = size
-        self._late = late
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._over = False
-        self.delivered: List[str] = []
-
-    def reporter(self, event_id: str) -> Callable[[bool], None]:
-        def on_report(delivered: bool) -> None:
-            with self._lock:
-                over = self._over
-                if delivered and not over:
-                    self.delivered.append(event_id)
-                self._left -= 1
-                if self._left == 0:
-                    self._done.set()
-            if delivered and over:
-                self._late(event_id)
-
-        return on_report
-
-    def wait(self, timeout: float) -> List[str]:
-        """The event ids delivered once all are reported, or after ``timeout`` seconds."""
-        self._done.wait(timeout)
-        with self._lock:
-            self._over = True
-            return list(self.delivered)
+    if relay_after < 2.0:
+        return config
+    default = config.pop("delivery.timeout.ms", 300_000)  # librdkafka's alias
+    timeout = int(config.get("message.timeout.ms", default))
+    return {**config, "message.timeout.ms": min(timeout, int(relay_after * 500))}
 
 
 #: Outboxes not closed yet, closed at exit (after their producer's flush,

@@ -41,7 +41,7 @@ def add_row(engine, age, payload, key=None):
     relayer = Relayer("logs", kafka_hosts="kafka:9092", kafka_headers=True)
     built = []
     relayer.emit("orders", "created", payload, key, into=built)
-    [message] = built
+    [(message, _)] = built
     with engine.begin() as connection:
         connection.execute(
             insert(outbox_table()).values(

@@ -211,6 +211,22 @@ class TestInAUnitOfWork:
         [record] = relayer_patch.messages("p.logs")
         assert record["lines"] == [event]
 
+    def test_a_rolled_back_event_is_discarded_in_the_record(self, outbox, relayer_patch):
+        with outbox.relayer.unit_of_work("job"):
+            with Session(outbox.engine) as session:
+                outbox.emit(session, "orders", "created", {"id": 1})
+                savepoint = session.begin_nested()
+                outbox.emit(session, "orders", "created", {"id": 2})
+                savepoint.rollback()
+                session.commit()
+                outbox.emit(session, "orders", "created", {"id": 3})
+                session.rollback()
+        [record] = relayer_patch.messages("p.logs")
+        assert [(line["payload"]["id"], line.get("discarded", False)) for line in record["lines"]] == [
+            (1, False), (2, True), (3, True),
+        ]  # fmt: skip
+        assert [e["payload"] for e in relayer_patch.messages("p.orders")] == [{"id": 1}]
+
     def test_flask_sqlalchemy(self, tmp_path, relayer_patch):
         from flask_sqlalchemy import SQLAlchemy
 
@@ -243,7 +259,39 @@ class TestInAUnitOfWork:
         assert client.post("/orders/13").status_code == 409
         assert [e["payload"] for e in relayer_patch.messages("orders")] == [{"id": 1}]
         records = relayer_patch.messages("logs")
-        assert [len(r["lines"]) for r in records] == [1, 1]  # each request's event, as usual
+        # each request's event, as usual; the rolled-back one says it was discarded
+        assert [[line.get("discarded", False) for line in r["lines"]] for r in records] == [
+            [False],
+            [True],
+        ]
         outbox.flush(1)
         assert outbox.pending() == 0
+        outbox.close(1)
+
+
+class TestNoRelayOfWhatIsInFlight:
+    """The outbox's producer gives up on a message before the relay may take
+    its row: an outage never has both the commit's produce and the relay's in
+    flight for one row (which would double every event of the outage).
+    """
+
+    @pytest.mark.parametrize(
+        ("relay_after", "opts", "timeout_ms"),
+        [
+            (30.0, {}, 15_000),
+            (600.0, {}, 300_000),
+            (30.0, {"message.timeout.ms": 5_000}, 5_000),
+            (30.0, {"delivery.timeout.ms": 60_000}, 15_000),
+            (1.0, {}, 300_000),  # too short to halve: librdkafka's own timeout
+        ],
+    )
+    def test_message_timeout_is_at_most_half_of_relay_after(
+        self, engine, relayer_patch, relay_after, opts, timeout_ms
+    ):
+        relayer = Relayer("logs", "k:1", producer_opts=opts)
+        outbox = Outbox(relayer, engine, relay_after=relay_after)
+        config = outbox._producer.config
+        default = config.get("delivery.timeout.ms", 300_000)
+        assert int(config.get("message.timeout.ms", default)) == timeout_ms
+        assert "delivery.timeout.ms" not in config or "message.timeout.ms" not in config
         outbox.close(1)

@@ -526,3 +526,9 @@ def test_bootstrap_comes_from_the_environment(capfd, monkeypatch):
     monkeypatch.setattr(_tail, "METADATA_TIMEOUT", 1.0)
     assert main(["tail", "logs"]) == 2
     assert "cannot reach Kafka at 127.0.0.1:1 " in capfd.readouterr().err
+
+
+def test_a_discarded_event_says_so():
+    line = {"event_type": "orders", "event_subtype": "created", "payload": {"id": 1}}
+    assert format_line(line) == 'event: orders/created {"id":1}'
+    assert format_line({**line, "discarded": True}) == 'event (discarded): orders/created {"id":1}'
