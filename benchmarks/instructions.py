@@ -207,10 +207,13 @@ def peers_installed() -> bool:
     """Whether the peers' packages (the ``bench`` extra) are importable."""
     import importlib.util
 
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in ("opentelemetry.instrumentation.flask", "sentry_sdk")
-    )
+    try:  # find_spec imports the parent packages, which may be missing too
+        return all(
+            importlib.util.find_spec(name) is not None
+            for name in ("opentelemetry.instrumentation.flask", "sentry_sdk")
+        )
+    except ModuleNotFoundError:
+        return False
 
 
 # -- the micro-optimisations relayer keeps, each beside what it saves ------------------
