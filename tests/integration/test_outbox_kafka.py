@@ -408,3 +408,44 @@ def test_outboxes_started_at_once_on_an_empty_database_all_start(
         assert not errors, errors
         assert inspect(engine).has_table("relayer_outbox")
     relayer.close(0)
+
+
+# --- exit without close() ------------------------------------------------------------------
+
+EXIT_WRITER = """
+import sys
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from relayer import Relayer
+from relayer.outbox import Outbox
+
+url, topic, bootstrap = sys.argv[1:4]
+outbox = Outbox(Relayer("logs", kafka_hosts=bootstrap, kafka_headers=True), create_engine(url))
+for i in range(50):
+    with Session(outbox.engine) as session:
+        print(outbox.emit(session, topic, "created", {"i": i}), flush=True)
+        session.commit()
+# no flush, no close: the exit hook flushes, and deletes the delivered rows
+"""
+
+
+def test_exit_without_close_delivers_and_deletes_every_row(
+    database_url: str,
+    engine_factory: Callable[..., Engine],
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    consume: Callable[..., list[Any]],
+) -> None:
+    topic = new_topic(prefix="outboxexit")
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WRITER, database_url, topic, kafka_bootstrap],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    committed = done.stdout.split()
+    assert len(committed) == 50
+    read_exactly(kafka_bootstrap, topic, committed, consume)
+    assert pending(engine_factory()) == 0  # deleted before the process ended
