@@ -292,6 +292,18 @@ def _unit_add(n: int, inline: bool) -> None:
             unit.add(Fragment(value), len(value))
 
 
+def _event_id(n: int, inline: bool) -> None:
+    from relayer import _ids
+    from relayer._ids import new_event_id
+
+    _settled()
+    for _ in range(n):
+        if inline:
+            f"{_ids.EVENT_PREFIX}{next(_ids.EVENT_TICKS):012x}"
+        else:
+            new_event_id()
+
+
 #: Each kept optimisation (first) and what it replaces (second).
 OPTIMISATIONS = {
     "positional produce() (DeliveryProducer.produce)": ("produce_positional", "produce_keywords"),
@@ -303,6 +315,7 @@ OPTIMISATIONS = {
     "itertools.count, no lock (Accounts.count)": ("count_itertools", "count_lock"),
     "logging's cache read first (DeliveryProducer.produce)": ("debug_cache", "debug_isenabledfor"),
     "UnitOfWork.add inlined (Relayer.emit)": ("unit_add_inline", "unit_add_method"),
+    "new_event_id() inlined (Relayer.emit)": ("event_id_inline", "event_id_call"),
 }
 
 CASES: Dict[str, Callable[[int], None]] = {
@@ -318,6 +331,8 @@ CASES: Dict[str, Callable[[int], None]] = {
     "flask_bare": lambda n: _flask(n, "bare"),
     "flask_request": lambda n: _flask(n, "relayer"),
     "flask_lower_bound": lambda n: _flask(n, "lower_bound"),
+    "event_id_inline": lambda n: _event_id(n, True),
+    "event_id_call": lambda n: _event_id(n, False),
     "flask_otel": lambda n: _flask_peer(n, "otel"),
     "flask_sentry": lambda n: _flask_peer(n, "sentry"),
     "produce_positional": lambda n: _produce(n, True, False),

@@ -162,13 +162,21 @@ class DeliveryProducer:
         """
         if isinstance(exc, BufferError) and self.when_full == "block":
             self._produce_when_room(topic, value, key, headers, on_report)
-            return
-        if isinstance(exc, BufferError):
-            self._accounts.drop("buffer full")
-        elif isinstance(exc, confluent_kafka.KafkaException):
-            self._accounts.drop(reason_of(exc))
         else:
-            self._accounts.unexpected(exc)
+            self._drop(exc, on_report)
+
+    def _drop(self, why: Union[Exception, str], on_report: Optional[OnReport]) -> None:
+        """Count a message that was not queued, ``why`` being what ``send``
+        raised or a reason; tell its ``on_report``.
+        """
+        if isinstance(why, str):
+            self._accounts.drop(why)
+        elif isinstance(why, BufferError):
+            self._accounts.drop("buffer full")
+        elif isinstance(why, confluent_kafka.KafkaException):
+            self._accounts.drop(reason_of(why))
+        else:
+            self._accounts.unexpected(why)
         if on_report is not None:
             self._accounts.report_to(on_report, False)
 
@@ -212,32 +220,22 @@ class DeliveryProducer:
         """
         deadline = time.monotonic() + self.block_timeout
         report = None if on_report is None else self._accounts.reporter(on_report)
-        reason = ""
-        while not reason:
+        while True:
             remaining = deadline - time.monotonic()
             client = self._client
             if remaining <= 0:
-                reason = "buffer full"
-            elif client is None or self._closed:  # closed meanwhile
-                reason = "producer closed"
-            else:
-                try:
-                    client.poll(min(remaining, 0.005))  # serves delivery reports: frees room
-                    client.produce(topic, value, key, -1, report, None, 0, headers)
-                except BufferError:
-                    continue
-                except confluent_kafka.KafkaException as exc:
-                    reason = reason_of(exc)
-                except Exception as exc:
-                    self._accounts.unexpected(exc)
-                    reason = "unexpected"
-                else:
-                    next(self._accounts.ticks)
-                    return
-        if reason != "unexpected":
-            self._accounts.drop(reason)
-        if on_report is not None:
-            self._accounts.report_to(on_report, False)
+                return self._drop("buffer full", on_report)
+            if client is None or self._closed:  # closed meanwhile
+                return self._drop("producer closed", on_report)
+            try:
+                client.poll(min(remaining, 0.005))  # serves delivery reports: frees room
+                client.produce(topic, value, key, -1, report, None, 0, headers)
+            except BufferError:
+                continue
+            except Exception as exc:
+                return self._drop(exc, on_report)
+            next(self._accounts.ticks)
+            return
 
     def _build(self) -> confluent_kafka.Producer:
         """Build (once) the librdkafka handle of this process, and its poller

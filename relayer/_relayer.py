@@ -252,7 +252,7 @@ class Relayer:
         Like :meth:`emit` without the envelope (and so without an
         ``event_id``): the message is sent as it is.
         """
-        if isinstance(unit, _Current):
+        if unit is CURRENT:
             unit = current_unit()
         try:
             full_topic = self._topics[topic]
@@ -263,13 +263,15 @@ class Relayer:
         headers = self._plain_headers(unit)
         if len(value) > self._value_room - (len(key) if key else 0):
             check_size(full_topic, value, key, headers, self._max_message_bytes)
-        if unit is None or unit.held is None:
+        if unit is None:
             self._producer.produce(full_topic, value, key, headers)
-        if unit is not None:
-            line = Fragment(value)
-            unit.add(line, len(value))
-            if unit.held is not None:
-                self._held.hold(unit, Message(full_topic, value, key, headers, ""), line)
+            return
+        line = Fragment(value)
+        unit.add(line, len(value))
+        if unit.held is None:
+            self._producer.produce(full_topic, value, key, headers)
+        else:
+            self._held.hold(unit, Message(full_topic, value, key, headers, ""), line)
 
     def log(self, log_level: str, message: LogMessage) -> None:
         """Add a line to the current unit of work's record.

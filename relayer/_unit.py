@@ -280,8 +280,8 @@ def leave(token: Any) -> None:
 
 
 class _Current(enum.Enum):
-    """The type of :data:`CURRENT` (an enum, so that ``unit is CURRENT``
-    narrows the type: cheaper than ``isinstance``, see benchmarks/instructions.py).
+    """The type of :data:`CURRENT`: a one-member enum, so that ``unit is
+    CURRENT`` narrows the type (the sentinel idiom type checkers know).
     """
 
     CURRENT = "CURRENT"

@@ -171,8 +171,9 @@ class Outbox:
         pending: List[Pending] = session.info.get(self._key, [])
         messages = [entry.message for entry in pending]
         pending.clear()
-        for message in messages:
-            self._send(message, self._on_delivered(message.event_id))
+        produce = self._producer.produce
+        for m in messages:
+            produce(m.topic, m.value, m.key, m.headers, self._on_delivered(m.event_id))
 
     def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
         pending: List[Pending] = session.info.get(self._key, [])
@@ -192,11 +193,6 @@ class Outbox:
             pending.clear()
 
     # -- producing and deleting ---------------------------------------------------------
-
-    def _send(self, message: Message, on_report: Callable[[bool], None]) -> None:
-        self._producer.produce(
-            message.topic, message.value, message.key, message.headers, on_report
-        )
 
     def _on_delivered(self, event_id: str) -> Callable[[bool], None]:
         def on_report(delivered: bool) -> None:

@@ -165,20 +165,27 @@ def wait_ready(url: str, timeout: float = 30.0, logs: Sequence[Path] = ()) -> No
         engine.dispose()
 
 
-def create_database(url: str, name: str | None = None) -> str:
-    """Create the database ``name`` (default: a new ``t_<32 hex>``) on the server of ``url``,
-    over an autocommit connection to ``url``'s own database; return ``url`` with it."""
+def _autocommit(url: str, statement: str, name: str) -> None:
+    """Run ``statement``, with ``{name}`` the quoted database name, over an
+    autocommit connection to ``url`` (CREATE and DROP DATABASE cannot run in a
+    transaction)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    name = name or f"t_{uuid.uuid4().hex}"
     engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             quoted = engine.dialect.identifier_preparer.quote(name)
-            conn.execute(text(f"CREATE DATABASE {quoted}"))
+            conn.execute(text(statement.format(name=quoted)))
     finally:
         engine.dispose()
+
+
+def create_database(url: str, name: str | None = None) -> str:
+    """Create the database ``name`` (default: a new ``t_<32 hex>``) on the server of ``url``,
+    over an autocommit connection to ``url``'s own database; return ``url`` with it."""
+    name = name or f"t_{uuid.uuid4().hex}"
+    _autocommit(url, "CREATE DATABASE {name}", name)
     return with_database(url, name)
 
 
@@ -186,20 +193,12 @@ def drop_database(url: str, maintenance_url: str) -> None:
     """Drop ``url``'s database if it exists, from a connection to ``maintenance_url`` (another
     database on the same server). ``WITH (FORCE)`` (PostgreSQL 13+) ends the sessions still
     open on it; dispose of your engines first all the same."""
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import NullPool
 
     name = make_url(url).database
     if not name or name == make_url(maintenance_url).database:
         raise ValueError(f"will not drop {name!r} over a connection to itself")
-    engine = create_engine(maintenance_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            quoted = engine.dialect.identifier_preparer.quote(name)
-            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-    finally:
-        engine.dispose()
+    _autocommit(maintenance_url, "DROP DATABASE IF EXISTS {name} WITH (FORCE)", name)
 
 
 def log_tail(*paths: Path, lines: int = 30) -> str:
