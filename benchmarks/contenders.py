@@ -277,15 +277,19 @@ def bare_app() -> Flask:
     return app
 
 
-def relayer_app(bootstrap: str, records: str, events: str) -> Tuple[Flask, Relayer]:
-    """A Flask app with ``FlaskRelayer``, whose view does one emit and one log; and its relayer."""
+def relayer_app(
+    bootstrap: str, records: str, events: str, **settings: Any
+) -> Tuple[Flask, Relayer]:
+    """A Flask app with ``FlaskRelayer``, whose view does one emit and one log; and its
+    relayer (``settings``: more :class:`~relayer.Relayer` keywords).
+    """
     from flask import Flask
 
     from relayer.flask import FlaskRelayer
 
     app = Flask("bench_relayer")
     relayer = FlaskRelayer()
-    relayer.init_app(app, records, kafka_hosts=bootstrap)
+    relayer.init_app(app, records, kafka_hosts=bootstrap, **settings)
 
     @app.route("/")
     def view() -> str:

@@ -1,7 +1,10 @@
 """Section 7, a real server: gunicorn (sync workers) serving the Flask apps of
 section 4, bare and with ``FlaskRelayer``, under load from a client in
 another process; requests/s and latency percentiles, and every record
-delivered.
+delivered. A third app, relayer's with ``linger.ms`` at
+:data:`BATCHED_LINGER_MS` instead of the default 5, shows how much of the
+cost is shipping the messages (librdkafka and the broker share the
+machine's cores with the workers and the client).
 
 Each round starts gunicorn (``--preload --workers 2 --worker-class sync``,
 on 127.0.0.1 and a free port) with one of the two apps, sends untimed
@@ -68,7 +71,14 @@ SERVER_SMOKE = ServerSizes(
     rounds=1, requests=200, warmup=40, concurrency=CONCURRENCY, time_limit=30
 )
 
-APPS = {"bare": "benchmarks.server_app:bare()", "relayer": "benchmarks.server_app:relayed()"}
+#: librdkafka's linger.ms of section 7's third app (relayer's default is 5).
+BATCHED_LINGER_MS = 100
+APPS = {
+    "bare": "benchmarks.server_app:bare()",
+    "relayer": "benchmarks.server_app:relayed()",
+    # Not a default: the same app batching longer, to show what shipping costs.
+    "batched": f"benchmarks.server_app:relayed(linger_ms={BATCHED_LINGER_MS})",
+}
 BOOT_TIMEOUT = 30.0  # seconds until gunicorn listens
 GRACEFUL_TIMEOUT = 20  # gunicorn's --graceful-timeout
 STOP_TIMEOUT = GRACEFUL_TIMEOUT + 15.0  # seconds from SIGTERM until gunicorn must have exited
@@ -285,7 +295,7 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
         "BENCH_SERVER_EVENTS_TOPIC": events,
         "BENCH_SERVER_RECORDS_TOPIC": records,
     }
-    runs: Dict[str, List[RunResult]] = {"bare": [], "relayer": []}
+    runs: Dict[str, List[RunResult]] = {kind: [] for kind in APPS}
     workers_seen: List[int] = []
     unclean: List[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
@@ -293,7 +303,7 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
             for kind in rotated(list(runs), rnd):
                 run = serve_and_load(kind, env, ss, Path(tmp) / f"{rnd}-{kind}")
                 runs[kind].append(run)
-                if kind != "relayer":
+                if kind == "bare":
                     continue
                 produced = sum(s["produced"] for s in run.stats)
                 # Each request produces an event and, when it ends, its record.
@@ -302,12 +312,12 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
                 workers_seen.append(len(run.stats))
                 if produced != 2 * run.requests:
                     raise RuntimeError(
-                        f"relayer round {rnd}: the workers produced {produced} messages "
+                        f"{kind} round {rnd}: the workers produced {produced} messages "
                         f"for {run.requests} requests answered (2 each): {run.stats}"
                     )
                 for s in run.stats:
                     if s["failed"] or s["dropped"] or s["pending"]:
-                        unclean.append(f"round {rnd}: {s}")
+                        unclean.append(f"{kind}, round {rnd}: {s}")
 
     rps = {k: Stats([r.rps for r in v]) for k, v in runs.items()}
     p50 = {k: Stats([r.p50_us for r in v]) for k, v in runs.items()}
@@ -316,6 +326,8 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
     p99_added = Stats([r.p99_us - b.p99_us for r, b in zip(runs["relayer"], runs["bare"])])
     p50_added = Stats([r.p50_us - b.p50_us for r, b in zip(runs["relayer"], runs["bare"])])
     ratio = statistics.median(ratios)
+    batched_ratio = statistics.median(r.rps / b.rps for r, b in zip(runs["batched"], runs["bare"]))
+    batched_p99 = Stats([r.p99_us - b.p99_us for r, b in zip(runs["batched"], runs["bare"])])
 
     seven = Section(
         f"7. A real server: gunicorn ({WORKERS} sync workers), load from another process "
@@ -338,10 +350,21 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
         Row("bare Flask: p99 latency", p99["bare"], "µs"),
         Row("relayer: p99 latency", p99["relayer"], "µs"),
         Row("relayer: p99 ADDED over bare", p99_added, "µs", "", "server_p99"),
+        Row(
+            f"relayer, `linger.ms` {BATCHED_LINGER_MS} (not the default): requests/s",
+            rps["batched"],
+            "events/s",
+            f"{batched_ratio:.3f}x bare",
+        ),
+        Row(
+            f"relayer, `linger.ms` {BATCHED_LINGER_MS}: p99 ADDED over bare",
+            batched_p99,
+            "µs",
+        ),
     ]
     seven.notes.append(
-        f"{ss.rounds} run(s) of each app, bare and relayer alternating (the order rotating "
-        "each round); each run is a fresh `gunicorn --preload --workers 2 --worker-class sync` "
+        f"{ss.rounds} run(s) of each app, bare, relayer and relayer with `linger.ms` "
+        f"{BATCHED_LINGER_MS} alternating (the order rotating each round); each run is a fresh `gunicorn --preload --workers 2 --worker-class sync` "
         "on 127.0.0.1 serving the apps of section 4 (bare: the view returns an empty body; "
         "relayer: one "
         "emit and one log, so an event and a record per request), stopped with SIGTERM after "
@@ -361,6 +384,13 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
         f"what the workers produced ({sum(ledger.sent[t] for t in (events, records)):,} "
         f"messages, workers that produced per run: {workers_seen}) is in the ledger, and "
         "matched 2 per request answered."
+    )
+    seven.notes.append(
+        f"The `linger.ms` {BATCHED_LINGER_MS} rows: the relayer app with librdkafka batching "
+        f"for up to {BATCHED_LINGER_MS} ms instead of relayer's default 5 (fewer, larger "
+        "produce requests: less CPU in librdkafka and in the broker, which share this "
+        "machine's cores with the workers and the client). Not the default: a SIGKILL loses "
+        "up to `linger.ms` of messages not sent yet (docs/RELIABILITY.md)."
     )
     seven.notes.extend(f"NOT CLEAN at exit (failed, dropped or pending): {u}" for u in unclean)
     return [seven]

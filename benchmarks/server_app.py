@@ -4,6 +4,7 @@ the same ones as section 4 (:func:`benchmarks.contenders.bare_app` and
 
     gunicorn --preload -w 2 -k sync 'benchmarks.server_app:bare()'
     gunicorn --preload -w 2 -k sync 'benchmarks.server_app:relayed()'
+    gunicorn --preload -w 2 -k sync 'benchmarks.server_app:relayed(linger_ms=100)'
 
 Settings of the relayer app, from the environment:
 
@@ -57,13 +58,17 @@ def bare() -> Flask:
     return bare_app()
 
 
-def relayed() -> Flask:
-    """``FlaskRelayer``; the view does one emit and one log (each request: an event, a record)."""
+def relayed(linger_ms: Optional[int] = None) -> Flask:
+    """``FlaskRelayer``; the view does one emit and one log (each request: an event, a
+    record); ``linger_ms``: librdkafka's ``linger.ms`` instead of relayer's default.
+    """
     env = os.environ
+    opts = {} if linger_ms is None else {"producer_opts": {"linger.ms": linger_ms}}
     app, instance = relayer_app(
         env["BENCH_SERVER_BOOTSTRAP"],
         env["BENCH_SERVER_RECORDS_TOPIC"],
         env["BENCH_SERVER_EVENTS_TOPIC"],
+        **opts,
     )
     _STATE["instance"] = instance
     return app
