@@ -1,10 +1,10 @@
 """Section 7, a real server: gunicorn (sync workers) serving the Flask apps of
 section 4, bare and with ``FlaskRelayer``, under load from a client in
 another process; requests/s and latency percentiles, and every record
-delivered. A third app, relayer's with ``linger.ms`` at
-:data:`BATCHED_LINGER_MS` instead of the default 5, shows how much of the
-cost is shipping the messages (librdkafka and the broker share the
-machine's cores with the workers and the client).
+delivered. Two more apps show how much of the cost is shipping the messages
+(librdkafka and the broker share the machine's cores with the workers and
+the client): relayer's with ``linger.ms`` at :data:`BATCHED_LINGER_MS`
+instead of the default 5, and relayer's with the broker unreachable.
 
 Each round starts gunicorn (``--preload --workers 2 --worker-class sync``,
 on 127.0.0.1 and a free port) with one of the two apps, sends untimed
@@ -78,6 +78,11 @@ APPS = {
     "relayer": "benchmarks.server_app:relayed()",
     # Not a default: the same app batching longer, to show what shipping costs.
     "batched": f"benchmarks.server_app:relayed(linger_ms={BATCHED_LINGER_MS})",
+    # A diagnostic: relayer's work in the workers without any shipping (the broker
+    # address refuses connections, so librdkafka sends nothing and the broker is idle).
+    "unshipped": "benchmarks.server_app:relayed(kafka_down=True)",
+    # The hand-written lower bound of section 4: the least any library doing this costs.
+    "lower": "benchmarks.server_app:lower_bound()",
 }
 BOOT_TIMEOUT = 30.0  # seconds until gunicorn listens
 GRACEFUL_TIMEOUT = 20  # gunicorn's --graceful-timeout
@@ -286,6 +291,8 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
     """Section 7: gunicorn serving bare Flask and relayer's, alternating."""
     ss = server_sizes(sizes)
     events, records = ledger.topic("server-events"), ledger.topic("server-records")
+    lower_events = ledger.topic("server-lower-events")
+    lower_records = ledger.topic("server-lower-records")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
@@ -294,6 +301,8 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
         "BENCH_SERVER_BOOTSTRAP": ledger.bootstrap,
         "BENCH_SERVER_EVENTS_TOPIC": events,
         "BENCH_SERVER_RECORDS_TOPIC": records,
+        "BENCH_SERVER_LOWER_EVENTS_TOPIC": lower_events,
+        "BENCH_SERVER_LOWER_RECORDS_TOPIC": lower_records,
     }
     runs: Dict[str, List[RunResult]] = {kind: [] for kind in APPS}
     workers_seen: List[int] = []
@@ -305,7 +314,18 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
                 runs[kind].append(run)
                 if kind == "bare":
                     continue
+                if kind == "lower":  # an event and a record per request; the ledger checks them
+                    ledger.add(lower_events, run.requests)
+                    ledger.add(lower_records, run.requests)
+                    continue
                 produced = sum(s["produced"] for s in run.stats)
+                if kind == "unshipped":  # nothing reaches the broker: checked, not in the ledger
+                    if produced != 2 * run.requests or any(s["dropped"] for s in run.stats):
+                        raise RuntimeError(
+                            f"{kind} round {rnd}: {produced} messages queued for "
+                            f"{run.requests} requests answered (2 each): {run.stats}"
+                        )
+                    continue
                 # Each request produces an event and, when it ends, its record.
                 ledger.add(events, produced // 2)
                 ledger.add(records, produced - produced // 2)
@@ -328,6 +348,10 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
     ratio = statistics.median(ratios)
     batched_ratio = statistics.median(r.rps / b.rps for r, b in zip(runs["batched"], runs["bare"]))
     batched_p99 = Stats([r.p99_us - b.p99_us for r, b in zip(runs["batched"], runs["bare"])])
+    lower_ratio = statistics.median(r.rps / b.rps for r, b in zip(runs["lower"], runs["bare"]))
+    unshipped_ratio = statistics.median(
+        r.rps / b.rps for r, b in zip(runs["unshipped"], runs["bare"])
+    )
 
     seven = Section(
         f"7. A real server: gunicorn ({WORKERS} sync workers), load from another process "
@@ -361,10 +385,23 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
             batched_p99,
             "µs",
         ),
+        Row(
+            "hand-written lower bound (section 4's): requests/s",
+            rps["lower"],
+            "events/s",
+            f"{lower_ratio:.3f}x bare",
+        ),
+        Row(
+            "relayer, broker unreachable (a diagnostic: nothing shipped): requests/s",
+            rps["unshipped"],
+            "events/s",
+            f"{unshipped_ratio:.3f}x bare",
+        ),
     ]
     seven.notes.append(
-        f"{ss.rounds} run(s) of each app, bare, relayer and relayer with `linger.ms` "
-        f"{BATCHED_LINGER_MS} alternating (the order rotating each round); each run is a fresh `gunicorn --preload --workers 2 --worker-class sync` "
+        f"{ss.rounds} run(s) of each app, bare, relayer, relayer with `linger.ms` "
+        f"{BATCHED_LINGER_MS}, relayer with the broker unreachable and the hand-written lower "
+        "bound alternating (the order rotating each round); each run is a fresh `gunicorn --preload --workers 2 --worker-class sync` "
         "on 127.0.0.1 serving the apps of section 4 (bare: the view returns an empty body; "
         "relayer: one "
         "emit and one log, so an event and a record per request), stopped with SIGTERM after "
@@ -391,6 +428,20 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
         "produce requests: less CPU in librdkafka and in the broker, which share this "
         "machine's cores with the workers and the client). Not the default: a SIGKILL loses "
         "up to `linger.ms` of messages not sent yet (docs/RELIABILITY.md)."
+    )
+    seven.notes.append(
+        "The lower bound's row: section 4's hand-written lower bound (the same events and "
+        "records, with confluent-kafka in Flask hooks, relayer's producer settings), built in "
+        "each worker with its own producer, flushed at exit; the broker's watermarks check "
+        "that it delivered an event and a record per request answered."
+    )
+    seven.notes.append(
+        "The broker-unreachable row: the relayer app producing to an address that refuses "
+        "connections, so its workers do all of relayer's work (every message checked, encoded "
+        "and queued: 2 per request, none dropped) but ship nothing, and the broker is idle. "
+        "What it keeps of bare's requests/s is relayer's own cost; the rest of the gap in the "
+        "rows above is the CPU that shipping takes, in librdkafka's threads and in the broker, "
+        "on the same cores as the workers and the client."
     )
     seven.notes.extend(f"NOT CLEAN at exit (failed, dropped or pending): {u}" for u in unclean)
     return [seven]
