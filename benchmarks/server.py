@@ -7,12 +7,12 @@ the client): relayer's with ``linger.ms`` at :data:`BATCHED_LINGER_MS`
 instead of the default 5, and relayer's with the broker unreachable.
 
 Each round starts gunicorn (``--preload --workers 2 --worker-class sync``,
-on 127.0.0.1 and a free port) with one of the two apps, sends untimed
+on 127.0.0.1 and a free port) with one of the apps, sends untimed
 warm-up requests, then the timed ones, and stops gunicorn with SIGTERM: its
 workers exit gracefully and relayer's exit hook flushes their producers.
 Each process of the relayer app writes its ``relayer.stats()`` when it exits
 (:mod:`benchmarks.server_app`); what the workers produced goes to the ledger,
-so the run's delivery check covers it. Bare and relayer alternate, the order
+so the run's delivery check covers it. The apps alternate, the order
 rotating each round.
 
 The client is this module run as a program (``python -m benchmarks.server
@@ -288,7 +288,7 @@ def serve_and_load(kind: str, env: Dict[str, str], ss: ServerSizes, folder: Path
 
 
 def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
-    """Section 7: gunicorn serving bare Flask and relayer's, alternating."""
+    """Section 7: gunicorn serving each app of :data:`APPS` in turn, alternating."""
     ss = server_sizes(sizes)
     events, records = ledger.topic("server-events"), ledger.topic("server-records")
     lower_events = ledger.topic("server-lower-events")
@@ -342,17 +342,19 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
     rps = {k: Stats([r.rps for r in v]) for k, v in runs.items()}
     p50 = {k: Stats([r.p50_us for r in v]) for k, v in runs.items()}
     p99 = {k: Stats([r.p99_us for r in v]) for k, v in runs.items()}
-    ratios = [r.rps / b.rps for r, b in zip(runs["relayer"], runs["bare"])]
-    p99_added = Stats([r.p99_us - b.p99_us for r, b in zip(runs["relayer"], runs["bare"])])
-    p50_added = Stats([r.p50_us - b.p50_us for r, b in zip(runs["relayer"], runs["bare"])])
-    ratio = statistics.median(ratios)
-    batched_ratio = statistics.median(r.rps / b.rps for r, b in zip(runs["batched"], runs["bare"]))
-    batched_p99 = Stats([r.p99_us - b.p99_us for r, b in zip(runs["batched"], runs["bare"])])
-    lower_ratio = statistics.median(r.rps / b.rps for r, b in zip(runs["lower"], runs["bare"]))
-    lower_p99 = Stats([r.p99_us - b.p99_us for r, b in zip(runs["lower"], runs["bare"])])
-    unshipped_ratio = statistics.median(
-        r.rps / b.rps for r, b in zip(runs["unshipped"], runs["bare"])
-    )
+
+    def rps_ratio(kind: str) -> float:
+        """The median, over the rounds, of ``kind``'s requests/s over bare's."""
+        return statistics.median(r.rps / b.rps for r, b in zip(runs[kind], runs["bare"]))
+
+    def added(kind: str, latency: str) -> Stats:
+        """``kind``'s ``latency`` (``p50_us``, ``p99_us``) less bare's, round by round."""
+        return Stats(
+            [getattr(r, latency) - getattr(b, latency) for r, b in zip(runs[kind], runs["bare"])]
+        )
+
+    ratio = rps_ratio("relayer")
+    p99_added, p50_added = added("relayer", "p99_us"), added("relayer", "p50_us")
 
     seven = Section(
         f"7. A real server: gunicorn ({WORKERS} sync workers), load from another process "
@@ -379,25 +381,25 @@ def bench_server(ledger: Ledger, sizes: Sizes) -> List[Section]:
             f"relayer, `linger.ms` {BATCHED_LINGER_MS} (not the default): requests/s",
             rps["batched"],
             "events/s",
-            f"{batched_ratio:.3f}x bare",
+            f"{rps_ratio('batched'):.3f}x bare",
         ),
         Row(
             f"relayer, `linger.ms` {BATCHED_LINGER_MS}: p99 ADDED over bare",
-            batched_p99,
+            added("batched", "p99_us"),
             "µs",
         ),
         Row(
             "hand-written lower bound (section 4's): requests/s",
             rps["lower"],
             "events/s",
-            f"{lower_ratio:.3f}x bare",
+            f"{rps_ratio('lower'):.3f}x bare",
         ),
-        Row("hand-written lower bound: p99 ADDED over bare", lower_p99, "µs"),
+        Row("hand-written lower bound: p99 ADDED over bare", added("lower", "p99_us"), "µs"),
         Row(
             "relayer, broker unreachable (a diagnostic: nothing shipped): requests/s",
             rps["unshipped"],
             "events/s",
-            f"{unshipped_ratio:.3f}x bare",
+            f"{rps_ratio('unshipped'):.3f}x bare",
         ),
     ]
     seven.notes.append(
